@@ -1,0 +1,35 @@
+from django.contrib import admin
+
+from .models import Membership, Team, Watchlist, WatchlistItem
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+class WatchlistItemInline(admin.TabularInline):
+    model = WatchlistItem
+    extra = 1
+    autocomplete_fields = ["instrument"]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name"]
+    search_fields = ["name"]
+    inlines = [MembershipInline]
+
+
+@admin.register(Watchlist)
+class WatchlistAdmin(admin.ModelAdmin):
+    list_display = ["name", "team"]
+    list_filter = ["team"]
+    inlines = [WatchlistItemInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "team", "role"]
+    list_filter = ["team", "role"]

@@ -1,0 +1,131 @@
+"""The browser's WebSocket: authenticate, authorise every watch request, forward events.
+
+Protocol (JSON text frames):
+    browser -> {"type": "watch", "watchlists": [ids]}   replaces what this socket watches
+    browser -> {"type": "ping"}                          answered with {"type": "pong"}
+    server  -> {"type": "watching", "watchlists": [...], "instruments": [...]}
+    server  -> {"type": "event", "event": {...}}         built once by feeds.broadcast
+    server  -> {"type": "error", "error": code, "detail": text}
+    server  -> {"type": "revoked"}                        access changed: resync
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from feeds.broadcast import FORWARD_TYPE
+from feeds.groups import instrument_group, user_group
+
+from .selectors import watch_request_authorise
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024
+MAX_WATCHLISTS = 200
+CLOSE_TOO_BIG = 1009
+
+
+class StreamConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_active:
+            log.warning("websocket refused: not authenticated (client %s)", self.scope.get("client"))
+            await self.close()
+            return
+        self.user = user
+        self.watchlists: set[int] = set()
+        self.instruments: set[int] = set()
+        await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if not hasattr(self, "user"):
+            return
+        for instrument_id in self.instruments:
+            await self.channel_layer.group_discard(instrument_group(instrument_id), self.channel_name)
+        await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+
+    async def dispatch(self, message: dict) -> None:
+        # Hot path: a broadcast event is forwarded as the text it was built as. Channels'
+        # stock dispatch first hops to a thread to close stale DB connections; this handler
+        # never touches the ORM, so it skips that hop (notes/performance.md, section 4.6).
+        if message["type"] == FORWARD_TYPE:
+            await self.send(text_data=message["text"])
+            return
+        await super().dispatch(message)
+
+    async def forward_text(self, message: dict) -> None:
+        await self.send(text_data=message["text"])
+
+    async def access_revoke(self, message: dict) -> None:
+        await self._apply_watch(self.watchlists)
+        await self._reply({"type": "revoked"})
+
+    # -- browser messages -----------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self._error("bad_request", "send JSON text frames")
+            return
+        if len(text_data.encode("utf-8")) > MAX_MESSAGE_BYTES:
+            log.warning("websocket user %s: message over %d bytes refused", self.user.pk, MAX_MESSAGE_BYTES)
+            await self._error("too_large", f"messages are limited to {MAX_MESSAGE_BYTES} bytes")
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            await self._error("bad_json", "the message is not valid JSON")
+            return
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            await self._error("bad_request", "expected an object with a string 'type'")
+            return
+        handler = {"watch": self._receive_watch, "ping": self._receive_ping}.get(content["type"])
+        if handler is None:
+            await self._error("unknown_type", "supported types: watch, ping")
+            return
+        await handler(content)
+
+    async def _receive_ping(self, content: dict) -> None:
+        # Memberships are re-checked on every message, not only on watch requests.
+        await self._apply_watch(self.watchlists)
+        await self._reply({"type": "pong"})
+
+    async def _receive_watch(self, content: dict) -> None:
+        ids = content.get("watchlists")
+        if (
+            not isinstance(ids, list)
+            or len(ids) > MAX_WATCHLISTS
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
+            await self._error("bad_request", f"'watchlists' must be a list of at most {MAX_WATCHLISTS} integer ids")
+            return
+        refused = await self._apply_watch(set(ids))
+        if refused:
+            log.warning("websocket user %s: watch refused for watchlists %s", self.user.pk, sorted(refused))
+            await self._error("forbidden", f"not allowed: watchlists {sorted(refused)}")
+        await self._reply(
+            {"type": "watching", "watchlists": sorted(self.watchlists), "instruments": sorted(self.instruments)}
+        )
+
+    async def _apply_watch(self, requested: set[int]) -> set[int]:
+        """Authorise `requested` now and make the socket's groups match. Returns refused ids."""
+        allowed_instruments, refused = await database_sync_to_async(watch_request_authorise)(
+            user=self.user, watchlist_ids=requested
+        )
+        for gone in self.instruments - allowed_instruments:
+            await self.channel_layer.group_discard(instrument_group(gone), self.channel_name)
+        for new in allowed_instruments - self.instruments:
+            await self.channel_layer.group_add(instrument_group(new), self.channel_name)
+        self.watchlists = requested - refused
+        self.instruments = allowed_instruments
+        return refused
+
+    async def _reply(self, content: dict) -> None:
+        await self.send(text_data=json.dumps(content))
+
+    async def _error(self, code: str, detail: str) -> None:
+        await self._reply({"type": "error", "error": code, "detail": detail})

@@ -1,0 +1,60 @@
+"""People side: teams, who belongs to them, and the watchlists they share."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from feeds.models import Instrument
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    OWNER = "owner"
+    EDITOR = "editor"
+    VIEWER = "viewer"
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "team"], name="membership_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+
+class Watchlist(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="watchlists")
+    name = models.CharField(max_length=120)
+    instruments = models.ManyToManyField(Instrument, through="WatchlistItem", related_name="watchlists")
+
+    class Meta:
+        ordering = ["team__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="watchlist_name_unique_in_team")]
+
+    def __str__(self) -> str:
+        return f"{self.team}: {self.name}"
+
+
+class WatchlistItem(models.Model):
+    watchlist = models.ForeignKey(Watchlist, on_delete=models.CASCADE, related_name="items")
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="watchlist_items")
+    position = models.PositiveIntegerField(default=0)
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(fields=["watchlist", "instrument"], name="watchlist_item_unique")]

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.board, name="board"),
+    path("api/board/", views.board_snapshot, name="board-snapshot"),
+    path("healthz", views.healthz, name="healthz"),
+]

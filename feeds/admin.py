@@ -1,0 +1,86 @@
+"""Admin for instruments, provider accounts (secrets write-only) and stored market data."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+
+from .models import SECRET_FIELDS, Alert, Bar, FeedStatus, Instrument, NewsItem, ProviderAccount, Quote, SentimentSample
+
+
+@admin.register(Instrument)
+class InstrumentAdmin(admin.ModelAdmin):
+    list_display = ["symbol", "name", "exchange", "insightsentry_code", "knowsis_channel", "stocktwits_symbol", "stocknews_ticker"]
+    search_fields = ["symbol", "name"]
+
+
+class ProviderAccountForm(forms.ModelForm):
+    """Secrets are write-only: the input starts empty, shows whether a value is stored, and
+    a blank submission keeps the stored value. A value is never sent back to the browser."""
+
+    clear_secrets = forms.MultipleChoiceField(
+        choices=[(f, f) for f in SECRET_FIELDS], required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="Tick to erase a stored secret.",
+    )
+
+    class Meta:
+        model = ProviderAccount
+        fields = ["provider", "endpoint", "enabled", "username", *SECRET_FIELDS, "options"]
+        widgets = {f: forms.PasswordInput(render_value=False) for f in SECRET_FIELDS}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for field in SECRET_FIELDS:
+            self.fields[field].required = False
+            self.fields[field].help_text = f"Currently: {self.instance.masked(field)}. Leave blank to keep."
+            self.initial[field] = ""
+
+    def clean(self):
+        cleaned = super().clean()
+        for field in SECRET_FIELDS:
+            if field in cleaned.get("clear_secrets", []):
+                cleaned[field] = ""
+            elif not cleaned.get(field):
+                cleaned[field] = getattr(self.instance, field) if self.instance.pk else ""
+        return cleaned
+
+
+@admin.register(ProviderAccount)
+class ProviderAccountAdmin(admin.ModelAdmin):
+    form = ProviderAccountForm
+    list_display = ["provider", "endpoint", "enabled", "token_state", "api_key_state"]
+
+    @admin.display(description="token")
+    def token_state(self, obj: ProviderAccount) -> str:
+        return obj.masked("token")
+
+    @admin.display(description="API key")
+    def api_key_state(self, obj: ProviderAccount) -> str:
+        return obj.masked("api_key")
+
+
+@admin.register(FeedStatus)
+class FeedStatusAdmin(admin.ModelAdmin):
+    list_display = ["account", "state", "last_message_at", "messages", "parse_errors", "reconnects", "last_error"]
+    readonly_fields = [f.name for f in FeedStatus._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(NewsItem)
+class NewsItemAdmin(admin.ModelAdmin):
+    list_display = ["published_at", "instrument", "provider", "headline", "sentiment", "confidence"]
+    list_filter = ["provider", "category"]
+    search_fields = ["headline", "instrument__symbol"]
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ["triggered_at", "instrument", "provider", "level", "headline", "revoked_at"]
+    list_filter = ["provider", "level"]
+
+
+admin.site.register(Quote, list_display=["instrument", "provider", "price", "change_percent", "ts"])
+admin.site.register(Bar, list_display=["instrument", "provider", "interval", "start", "close"])
+admin.site.register(SentimentSample, list_display=["instrument", "provider", "ts", "score", "volume"])

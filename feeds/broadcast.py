@@ -1,0 +1,48 @@
+"""The one door to the browser: the only module that calls `group_send`.
+
+Each event is serialised to its final WebSocket text once, here, and the consumer forwards
+that text as it is: no per-socket encoding, no ORM, no thread hop on the hot path.
+Delivery over the layer is at most once; browsers resync from a snapshot on reconnect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+
+from channels.layers import get_channel_layer
+
+from .events import Event
+from .groups import instrument_group, user_group
+
+__all__ = ["FORWARD_TYPE", "REVOKE_TYPE", "event_text", "publish_events", "publish_revoke"]
+
+log = logging.getLogger(__name__)
+
+# Channels message type the consumer forwards verbatim (handler `forward_text`).
+FORWARD_TYPE = "forward.text"
+REVOKE_TYPE = "access.revoke"
+
+
+def event_text(event: Event) -> str:
+    """The exact text a browser receives for `event`."""
+    return json.dumps({"type": "event", "event": event.to_message()}, separators=(",", ":"))
+
+
+async def publish_events(events: Iterable[Event]) -> int:
+    """Send each resolved event to its instrument's group. Returns how many were sent."""
+    layer = get_channel_layer()
+    sent = 0
+    for event in events:
+        if event.instrument_id is None:
+            log.debug("not publishing unresolved %s event for %s", event.kind, event.code)
+            continue
+        await layer.group_send(instrument_group(event.instrument_id), {"type": FORWARD_TYPE, "text": event_text(event)})
+        sent += 1
+    return sent
+
+
+async def publish_revoke(*, user_id: int) -> None:
+    """Tell every open socket of `user_id` to re-check what it may watch (membership changed)."""
+    await get_channel_layer().group_send(user_group(user_id), {"type": REVOKE_TYPE})

@@ -1,0 +1,203 @@
+"""Market-data side: instruments, provider accounts, feed health and what the feeds delivered.
+
+Every stored event has a unique constraint on its natural key, so a redelivered event (a
+reconnect overlap, a webhook retry) is absorbed by the database rather than stored twice.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Provider(models.TextChoices):
+    STOCKNEWS = "stocknews", "StockNews.live"
+    INSIGHTSENTRY = "insightsentry", "InsightSentry"
+    KNOWSIS = "knowsis", "Knowsis"
+    STOCKTWITS = "stocktwits", "StockTwits Firehose"
+    TRENDSPOTTR = "trendspottr", "TrendSpottr"
+    RULES = "rules", "Alert rules"
+
+
+class Instrument(models.Model):
+    symbol = models.CharField(max_length=32, unique=True, help_text="Canonical ticker, e.g. AAPL.")
+    exchange = models.CharField(max_length=32, blank=True)
+    name = models.CharField(max_length=200, blank=True)
+    insightsentry_code = models.CharField(max_length=64, blank=True, help_text="EXCHANGE:SYMBOL, e.g. NASDAQ:AAPL.")
+    knowsis_channel = models.CharField(max_length=128, blank=True, help_text="The asset's websocket_channel.")
+    stocktwits_symbol = models.CharField(max_length=32, blank=True, help_text="Plain ticker; crypto as BTC.X.")
+    stocknews_ticker = models.CharField(max_length=32, blank=True, help_text="Plain ticker.")
+
+    class Meta:
+        ordering = ["symbol"]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+    def code_for(self, provider: str) -> str:
+        """This instrument's code at `provider` ("" when it has none)."""
+        return {
+            Provider.STOCKNEWS: self.stocknews_ticker,
+            Provider.INSIGHTSENTRY: self.insightsentry_code,
+            Provider.KNOWSIS: self.knowsis_channel,
+            Provider.STOCKTWITS: self.stocktwits_symbol,
+        }.get(provider, "")
+
+
+PROVIDER_CODE_FIELD = {
+    Provider.STOCKNEWS: "stocknews_ticker",
+    Provider.INSIGHTSENTRY: "insightsentry_code",
+    Provider.KNOWSIS: "knowsis_channel",
+    Provider.STOCKTWITS: "stocktwits_symbol",
+}
+
+SECRET_FIELDS = ("token", "api_key", "password", "secret")
+
+
+class ProviderAccount(models.Model):
+    """Credentials for one provider. Secret fields are write-only: see `masked()`."""
+
+    provider = models.CharField(max_length=32, choices=Provider.choices, unique=True)
+    endpoint = models.CharField(max_length=500, help_text="ws(s):// or http(s):// URL of the provider.")
+    token = models.TextField(blank=True)
+    api_key = models.TextField(blank=True)
+    username = models.CharField(max_length=200, blank=True)
+    password = models.TextField(blank=True)
+    secret = models.TextField(blank=True)
+    enabled = models.BooleanField(default=True)
+    options = models.JSONField(default=dict, blank=True, help_text="Provider-specific settings.")
+
+    def __str__(self) -> str:
+        return self.get_provider_display()
+
+    def __repr__(self) -> str:  # never let a secret reach a log through repr()
+        return f"<ProviderAccount {self.provider} enabled={self.enabled}>"
+
+    @staticmethod
+    def mask(value: str) -> str:
+        if not value:
+            return "not set"
+        return f"set, ends {value[-4:]}" if len(value) >= 12 else "set"
+
+    def masked(self, field: str) -> str:
+        return self.mask(getattr(self, field))
+
+
+class FeedState(models.TextChoices):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKING_OFF = "backing_off"
+    AUTH_FAILED = "auth_failed"
+    DISABLED = "disabled"
+    STOPPED = "stopped"
+
+
+class FeedStatus(models.Model):
+    account = models.OneToOneField(ProviderAccount, on_delete=models.CASCADE, related_name="status")
+    state = models.CharField(max_length=16, choices=FeedState.choices, default=FeedState.STOPPED)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    messages = models.BigIntegerField(default=0)
+    parse_errors = models.BigIntegerField(default=0)
+    reconnects = models.BigIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    details = models.JSONField(default=dict, blank=True, help_text="E.g. subscription expiry, stream cursor.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "feed statuses"
+
+    def __str__(self) -> str:
+        return f"{self.account}: {self.state}"
+
+
+class Quote(models.Model):
+    """The latest quote per instrument and provider (upserted, never appended)."""
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="quotes")
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    price = models.FloatField(null=True)
+    change = models.FloatField(null=True)
+    change_percent = models.FloatField(null=True)
+    bid = models.FloatField(null=True)
+    ask = models.FloatField(null=True)
+    volume = models.FloatField(null=True)
+    delay_seconds = models.IntegerField(default=0)
+    ts = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["instrument", "provider"], name="quote_latest_per_provider")]
+
+
+class Bar(models.Model):
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="bars")
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    interval = models.CharField(max_length=16, help_text="E.g. 1m, 5m, 1h, 1d.")
+    start = models.DateTimeField()
+    open = models.FloatField()
+    high = models.FloatField()
+    low = models.FloatField()
+    close = models.FloatField()
+    volume = models.FloatField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["instrument", "provider", "interval", "start"], name="bar_unique_start")
+        ]
+
+
+class SentimentSample(models.Model):
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="sentiment")
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    external_id = models.CharField(max_length=128)
+    ts = models.DateTimeField()
+    score = models.FloatField(null=True, help_text="On the provider's own scale, see `scale`.")
+    raw_score = models.CharField(max_length=64, blank=True)
+    scale = models.CharField(max_length=32, blank=True)
+    volume = models.FloatField(null=True, help_text="Conversation volume, where the provider gives one.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "external_id", "instrument"], name="sentiment_unique")
+        ]
+        indexes = [models.Index(fields=["instrument", "provider", "-ts"])]
+
+
+class NewsItem(models.Model):
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="news")
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    external_id = models.CharField(max_length=255)
+    headline = models.TextField()
+    summary = models.TextField(blank=True)
+    url = models.URLField(max_length=1000, blank=True)
+    category = models.CharField(max_length=64, blank=True)
+    sentiment = models.FloatField(null=True, help_text="Normalised to -100..100.")
+    raw_sentiment = models.CharField(max_length=64, blank=True)
+    sentiment_label = models.CharField(max_length=32, blank=True)
+    confidence = models.FloatField(null=True, help_text="Normalised to 0..100.")
+    key_factors = models.JSONField(default=list, blank=True)
+    source = models.CharField(max_length=200, blank=True)
+    price = models.FloatField(null=True)
+    published_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["provider", "external_id", "instrument"], name="news_unique")]
+        indexes = [models.Index(fields=["instrument", "-published_at"])]
+
+
+class Alert(models.Model):
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="alerts", null=True, blank=True)
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    external_id = models.CharField(max_length=255)
+    level = models.CharField(max_length=32, blank=True, help_text="Credibility or level, as the provider says.")
+    headline = models.TextField(blank=True)
+    description = models.TextField(blank=True)
+    url = models.URLField(max_length=1000, blank=True)
+    triggered_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True, help_text="Set when the provider withdrew the alert.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["provider", "external_id"], name="alert_unique")]
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None

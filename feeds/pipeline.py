@@ -1,0 +1,91 @@
+"""Events from a feed: batch, dedupe and persist, then publish what was new.
+
+Transports `submit()` events as they parse them; a single task drains the queue in batches
+(up to `max_batch` events or `max_delay` seconds, whichever comes first), stores each batch in
+one transaction on a worker thread, then hands the new events to the broadcast module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from asgiref.sync import sync_to_async
+
+from .broadcast import publish_events
+from .events import Event
+from .store import events_store
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger(__name__)
+
+Store = Callable[..., list[Event]]
+Publish = Callable[[Iterable[Event]], Awaitable[int]]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        store: Store = events_store,
+        publish: Publish = publish_events,
+        max_batch: int = 500,
+        max_delay: float = 0.05,
+        max_queue: int = 20_000,
+    ) -> None:
+        self._store = sync_to_async(store, thread_sensitive=True)
+        self._publish = publish
+        self.max_batch = max_batch
+        self.max_delay = max_delay
+        # Bounded: if the database falls behind, the transport waits instead of memory growing.
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max_queue)
+        self.stored = 0
+        self.published = 0
+        self.failed_batches = 0
+
+    async def submit(self, events: Iterable[Event]) -> None:
+        for event in events:
+            await self._queue.put(event)
+
+    async def _next_batch(self) -> list[Event]:
+        batch = [await self._queue.get()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_delay
+        while len(batch) < self.max_batch:
+            if self._queue.empty():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            else:
+                batch.append(self._queue.get_nowait())
+        return batch
+
+    async def process(self, batch: list[Event]) -> None:
+        try:
+            new = await self._store(events=batch)
+        except Exception:
+            # The database is the source of truth: without a stored copy we do not publish.
+            self.failed_batches += 1
+            log.exception("could not store a batch of %d events; dropped", len(batch))
+            return
+        self.stored += len(new)
+        try:
+            self.published += await self._publish(new)
+        except Exception:
+            log.exception("could not publish %d stored events (browsers resync from the database)", len(new))
+
+    async def run(self) -> None:
+        while True:
+            await self.process(await self._next_batch())
+
+    async def drain(self) -> None:
+        """Process everything already submitted (used on shutdown)."""
+        while not self._queue.empty():
+            batch = [self._queue.get_nowait() for _ in range(min(self.max_batch, self._queue.qsize()))]
+            await self.process(batch)

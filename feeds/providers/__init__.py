@@ -1,0 +1,6 @@
+"""Provider registry: `runfeed <name>` looks the feed class up here (dotted paths keep
+imports lazy, so a worker loads only its own provider's code)."""
+
+FEEDS: dict[str, str] = {
+    "stocknews": "feeds.providers.stocknews.feed.StockNewsFeed",
+}

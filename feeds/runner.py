@@ -1,0 +1,102 @@
+"""Run one provider's feed until told to stop: the body of `manage.py runfeed <provider>`.
+
+Wires the pieces together: the account from the database, a status reporter, the pipeline,
+the provider's feed, and a poller that follows which instruments are watched. Feeds know
+nothing of teams: `settings.FEEDS_WATCHED_INSTRUMENTS` names the selector that says which
+instruments are watched. Watchlist changes are picked up by polling (a few seconds): it works
+across processes and machines, and a missed notification can never leave a feed stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from .logging import register_secret
+from .models import SECRET_FIELDS, FeedStatus, Instrument, ProviderAccount
+from .pipeline import Pipeline
+from .providers import FEEDS
+from .status import FeedStatusReporter
+
+__all__ = ["run_feed", "watched_codes", "UnknownProvider"]
+
+log = logging.getLogger(__name__)
+
+
+class UnknownProvider(LookupError):
+    pass
+
+
+def watched_codes(*, provider: str) -> set[str]:
+    """The provider codes of every watched instrument that has one."""
+    ids = import_string(settings.FEEDS_WATCHED_INSTRUMENTS)()
+    codes = (instrument.code_for(provider) for instrument in Instrument.objects.filter(id__in=ids))
+    return {code for code in codes if code}
+
+
+def _load(provider: str) -> tuple[ProviderAccount | None, FeedStatus | None]:
+    account = ProviderAccount.objects.filter(provider=provider).first()
+    status = FeedStatus.objects.filter(account=account).first() if account else None
+    return account, status
+
+
+async def _follow_watchlists(feed, provider: str, interval: float) -> None:
+    while True:
+        try:
+            feed.set_watched(await sync_to_async(watched_codes)(provider=provider))
+        except Exception:
+            log.exception("%s: could not read the watched instruments", provider)
+        await asyncio.sleep(interval)
+
+
+async def run_feed(provider: str, *, stop: asyncio.Event, feed_kwargs: dict | None = None) -> int:
+    """Run until `stop` is set or the feed gives up. Returns a process exit code."""
+    if provider not in FEEDS:
+        raise UnknownProvider(f"unknown provider {provider!r}; known: {', '.join(sorted(FEEDS))}")
+    account, row = await sync_to_async(_load)(provider)
+    if account is None:
+        log.error("%s: no provider account; configure one with `manage.py provider set %s`", provider, provider)
+        return 2
+    for field in SECRET_FIELDS:
+        register_secret(getattr(account, field))
+    status = FeedStatusReporter(
+        account.pk, **({"messages": row.messages, "parse_errors": row.parse_errors, "reconnects": row.reconnects} if row else {})
+    )
+    if not account.enabled:
+        await status.set_state("disabled")
+        log.info("%s: account disabled; nothing to do", provider)
+        return 0
+
+    pipeline = Pipeline()
+    feed = import_string(FEEDS[provider]).from_account(account, pipeline=pipeline, status=status, **(feed_kwargs or {}))
+    helpers = [
+        asyncio.create_task(pipeline.run(), name=f"{provider}-pipeline"),
+        asyncio.create_task(status.run(), name=f"{provider}-status"),
+        asyncio.create_task(_follow_watchlists(feed, provider, settings.FEEDS_WATCH_POLL_SECONDS)),
+    ]
+    feed_task = asyncio.create_task(feed.run(), name=f"{provider}-feed")
+    stop_task = asyncio.create_task(stop.wait())
+    log.info("%s: feed starting against %s", provider, account.endpoint)
+    try:
+        await asyncio.wait({feed_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        feed.stop()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(feed_task), timeout=3)
+        for task in [*helpers, stop_task]:
+            task.cancel()
+        await asyncio.gather(*helpers, stop_task, return_exceptions=True)
+        await pipeline.drain()
+        if status.state not in ("auth_failed",):
+            await status.set_state("stopped")
+        else:
+            await status.flush()
+    if feed_task.done() and not feed_task.cancelled() and feed_task.exception():
+        log.error("%s: feed crashed", provider, exc_info=feed_task.exception())
+        return 1
+    return 3 if status.state == "auth_failed" else 0

@@ -1,0 +1,45 @@
+"""Reads on the market-data side, shaped like the live events so the browser has one render path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from . import events as ev
+from .models import NewsItem, Quote
+
+NEWS_PER_INSTRUMENT = 5
+
+
+def _quote_message(q: Quote) -> dict:
+    return ev.Quote(
+        provider=q.provider, code="", received_at=q.ts, instrument_id=q.instrument_id, symbol=q.instrument.symbol,
+        ts=q.ts, price=q.price, change=q.change, change_percent=q.change_percent, bid=q.bid, ask=q.ask,
+        volume=q.volume, delay_seconds=q.delay_seconds,
+    ).to_message()
+
+
+def _news_message(n: NewsItem) -> dict:
+    return ev.News(
+        provider=n.provider, code=n.instrument.stocknews_ticker or n.instrument.symbol, received_at=n.received_at,
+        instrument_id=n.instrument_id, symbol=n.instrument.symbol, external_id=n.external_id, headline=n.headline,
+        published_at=n.published_at, summary=n.summary, url=n.url, category=n.category, sentiment=n.sentiment,
+        raw_sentiment=n.raw_sentiment, sentiment_label=n.sentiment_label, confidence=n.confidence,
+        key_factors=tuple(n.key_factors), source=n.source, price=n.price,
+    ).to_message()
+
+
+def market_snapshot_for_instruments(*, instrument_ids: Iterable[int]) -> dict[int, dict]:
+    """Latest quote and the newest news per instrument, keyed by instrument id."""
+    ids = set(instrument_ids)
+    snapshot: dict[int, dict] = {i: {"quote": None, "news": []} for i in ids}
+    # Several providers may quote one instrument: the most recent quote is shown.
+    for quote in Quote.objects.filter(instrument_id__in=ids).select_related("instrument").order_by("ts"):
+        snapshot[quote.instrument_id]["quote"] = _quote_message(quote)
+    for instrument_id in ids:
+        latest = (
+            NewsItem.objects.filter(instrument_id=instrument_id)
+            .select_related("instrument")
+            .order_by("-published_at", "-id")[:NEWS_PER_INSTRUMENT]
+        )
+        snapshot[instrument_id]["news"] = [_news_message(n) for n in latest]
+    return snapshot

@@ -1,0 +1,402 @@
+"""A StockNews.live WebSocket server simulator (see /work/shared/providers/stocknews-websocket.md).
+
+Speaks the documented protocol on `/ws?token=...` (connected / news / error messages, 1008
+closes with JSON reasons, client rate limits) and adds knobs for failure injection, usable
+directly from Python or over HTTP (`/control/...` on the same port) when run as a process.
+Pure asyncio + websockets: no Django here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from http import HTTPStatus
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs, quote, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from . import newsgen
+
+POLICY_VIOLATION = 1008
+_NUMERIC_FIELDS = {"sentimentScore", "confidence", "price", "priceChange", "volume"}
+
+
+class SlidingWindow:
+    """At most `limit` events in any `window` seconds of `clock`; only allowed events are recorded."""
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float]) -> None:
+        self.limit, self.window, self._clock = limit, window, clock
+        self._times: deque[float] = deque()
+
+    def hit(self) -> bool:
+        now = self._clock()
+        while self._times and self._times[0] <= now - self.window:
+            self._times.popleft()
+        if len(self._times) >= self.limit:
+            return False
+        self._times.append(now)
+        return True
+
+
+@dataclass(eq=False)
+class _Client:
+    number: int
+    ws: ServerConnection
+    token: str
+    limits: dict[str, SlidingWindow]
+    tickers: set[str] = field(default_factory=set)  # empty = no filter: every article
+
+    def wants(self, tickers: set[str]) -> bool:
+        return not self.tickers or bool(self.tickers & tickers)
+
+
+def _reason(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, separators=(",", ":"))
+    assert len(text.encode()) <= 123, "close reasons are capped at 123 bytes by RFC 6455"
+    return text
+
+
+class StockNewsSimulator:
+    def __init__(
+        self,
+        tokens: Iterable[str] = ("demo-token",),
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        news_interval: float | None = 2.0,
+        expires_at: datetime | None = None,
+        expired_tokens: Iterable[str] = (),
+        control_token: str | None = None,
+        answer_pings: bool = False,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rate_window: float = 60.0,
+        max_connection_attempts: int = 10,
+        max_connections_per_token: int = 5,
+        max_pings: int = 20,
+        max_subscribes: int = 10,
+        max_messages: int = 30,
+    ) -> None:
+        self.tokens = set(tokens)
+        self.expired_tokens = set(expired_tokens)
+        self.host, self._requested_port = host, port
+        self.news_interval = news_interval
+        self.expires_at = expires_at or datetime.now(timezone.utc) + timedelta(days=30)
+        self.control_token = control_token
+        # The doc lists `ping` as a keep-alive but documents no reply, so by default we send
+        # none; clients must not rely on a pong. Flip this to test clients that do expect one.
+        self.answer_pings = answer_pings
+        self.rate_window, self._clock = rate_window, clock
+        self.max_connection_attempts = max_connection_attempts
+        self.max_connections_per_token = max_connections_per_token
+        self.max_pings, self.max_subscribes, self.max_messages = max_pings, max_subscribes, max_messages
+        # Failure-injection knobs.
+        self.refuse_connections = False
+        self.silent = False
+        self.close_after_connect: int | None = None
+        # Observability.
+        self.connection_attempts = 0
+        self.received: list[tuple[int, Any]] = []
+        self._rng = random.Random(seed)
+        self._seq = itertools.count(1)
+        self._numbers = itertools.count(1)
+        self._clients: set[_Client] = set()
+        self._ip_windows: dict[str, SlidingWindow] = {}
+        self._by_token: dict[str, set[ServerConnection]] = {}
+        self._companies = dict(newsgen.UNIVERSE)
+        self._quotes: dict[str, newsgen.Quote] = {}
+        self._changed = asyncio.Event()
+        self._server: Server | None = None
+        self._news_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # ping_interval=None: the real service documents client-driven pings only, and a
+        # server that pings on its own would hide client keep-alive bugs.
+        self._server = await serve(self._handle, self.host, self._requested_port,
+                                   process_request=self._process_request, ping_interval=None)
+        if self.news_interval:
+            self._news_task = asyncio.create_task(self._news_loop())
+
+    async def stop(self) -> None:
+        if self._news_task:
+            self._news_task.cancel()
+        if self._server:
+            self._server.close()  # closes open connections with 1001 (going away)
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> StockNewsSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the simulator first"
+        return self._server.sockets[0].getsockname()[1]
+
+    def url(self, token: str) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return f"ws://{host}:{self.port}/ws?token={quote(token)}"
+
+    @property
+    def open_connections(self) -> int:
+        """Authenticated connections currently registered for news."""
+        return len(self._clients)
+
+    # -- knobs -------------------------------------------------------------------------------
+
+    def emit_news(self, ticker: str, **overrides: Any) -> dict[str, Any]:
+        """Generate one article for `ticker` now and broadcast it; overrides replace `data` fields.
+
+        `sentimentScore` and `category` overrides feed the generator, so the headline, label
+        and key factors stay consistent with them.
+        """
+        ticker = ticker.upper()
+        company = self._companies.get(ticker) or self._companies.setdefault(
+            ticker, newsgen.make_company(self._rng, ticker))
+        score = int(overrides.pop("sentimentScore", newsgen.random_score(self._rng)))
+        category = str(overrides.pop("category", newsgen.random_category(self._rng)))
+        prev = self._quotes.get(ticker) or newsgen.initial_quote(self._rng, company)
+        quote_ = self._quotes[ticker] = newsgen.next_quote(self._rng, company, prev, score)
+        now = datetime.now(timezone.utc)
+        data = newsgen.generate_article(
+            self._rng, company, quote_, now=now, seq=next(self._seq),
+            related=newsgen.pick_related(self._rng, company, category), score=score, category=category)
+        data.update(overrides)
+        message = newsgen.news_message(data, now)
+        if not self.silent:
+            tickers = set(data["stockTickers"]) | {data["ticker"]}
+            targets = [c.ws for c in self._clients if c.wants(tickers)]
+            broadcast(targets, json.dumps(message))
+        return message
+
+    async def close_all(self, code: int, reason: str = "") -> int:
+        """Close every open WebSocket (authenticated or not) with `code`; returns how many."""
+        assert self._server is not None
+        connections = list(self._server.connections)
+        await asyncio.gather(*(ws.close(code, reason) for ws in connections), return_exceptions=True)
+        return len(connections)
+
+    async def expire(self, token: str) -> None:
+        """Mark `token`'s subscription expired and close its connections the documented way."""
+        self.expired_tokens.add(token)
+        victims = [c.ws for c in self._clients if c.token == token]
+        await asyncio.gather(*(ws.close(POLICY_VIOLATION, self._expired_reason()) for ws in victims),
+                             return_exceptions=True)
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait until `predicate()` is true: woken by state changes, re-checked every 10 ms."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), 0.01)
+                except TimeoutError:
+                    pass
+
+    # -- handshake: control endpoint and connection-level limits -----------------------------
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if url.path.startswith("/control/"):
+            return await self._control(connection, url.path.removeprefix("/control/"), query)
+        if url.path != "/ws":
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        self.connection_attempts += 1
+        self._notify()
+        if self.refuse_connections:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable\n")
+        ip = str(connection.remote_address[0])
+        window = self._ip_windows.setdefault(
+            ip, SlidingWindow(self.max_connection_attempts, self.rate_window, self._clock))
+        if not window.hit():
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "Too many connection attempts\n")
+        token = query.get("token", "")
+        if self._auth_error(token) is None:
+            # Reserve the slot now, not in the handler: the handler starts only after the
+            # 101 is sent, and a client connecting in that gap would slip past the limit.
+            live = {ws for ws in self._by_token.get(token, set()) if ws.state is not State.CLOSED}
+            if len(live) >= self.max_connections_per_token:
+                return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "Too many concurrent connections\n")
+            self._by_token[token] = live | {connection}
+        return None  # bad tokens are accepted, then closed with 1008 as documented
+
+    async def _control(self, connection: ServerConnection, action: str, query: dict[str, str]) -> Response:
+        if self.control_token is None or query.pop("token", None) != self.control_token:
+            return _json(connection, HTTPStatus.FORBIDDEN, {"error": "Forbidden"})
+        try:
+            if action == "emit":
+                ticker = query.pop("ticker")
+                overrides = {k: _coerce(k, v) for k, v in query.items()}
+                return _json(connection, HTTPStatus.OK, self.emit_news(ticker, **overrides))
+            if action == "close":
+                closed = await self.close_all(int(query.get("code", "1000")), query.get("reason", ""))
+                return _json(connection, HTTPStatus.OK, {"closed": closed})
+            if action == "refuse":
+                self.refuse_connections = _flag(query.get("on", "1"))
+            elif action == "silent":
+                self.silent = _flag(query.get("on", "1"))
+            elif action == "close_after_connect":
+                code = query.get("code", "")
+                self.close_after_connect = int(code) if code else None
+            elif action != "stats":
+                return _json(connection, HTTPStatus.NOT_FOUND, {"error": f"Unknown action {action!r}"})
+        except (KeyError, ValueError) as exc:
+            return _json(connection, HTTPStatus.BAD_REQUEST, {"error": f"Bad request: {exc}"})
+        return _json(connection, HTTPStatus.OK, self._stats())
+
+    def _stats(self) -> dict[str, Any]:
+        return {"connectionAttempts": self.connection_attempts, "openConnections": self.open_connections,
+                "received": len(self.received), "refuseConnections": self.refuse_connections,
+                "silent": self.silent, "closeAfterConnect": self.close_after_connect}
+
+    # -- connection handler ------------------------------------------------------------------
+
+    def _auth_error(self, token: str) -> str | None:
+        if token not in self.tokens:
+            message = "Invalid or missing authentication token" if token else "Missing authentication token"
+            return _reason({"error": "Invalid token", "message": message})
+        if token in self.expired_tokens or self.expires_at <= datetime.now(timezone.utc):
+            return self._expired_reason()
+        return None
+
+    def _expired_reason(self) -> str:
+        return _reason({"error": "Subscription expired", "message": "Your subscription has expired",
+                        "expiresAt": newsgen.iso_ms(self.expires_at)})
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        number = next(self._numbers)
+        token = parse_qs(urlsplit(ws.request.path).query).get("token", [""])[-1]
+        error = self._auth_error(token)
+        if error is not None:
+            await ws.close(POLICY_VIOLATION, error)
+            return
+        client = _Client(number, ws, token, {
+            "total": SlidingWindow(self.max_messages, self.rate_window, self._clock),
+            "ping": SlidingWindow(self.max_pings, self.rate_window, self._clock),
+            "subscribe": SlidingWindow(self.max_subscribes, self.rate_window, self._clock),
+        })
+        self._clients.add(client)
+        self._notify()
+        # The real service drops the socket when the subscription runs out mid-connection.
+        delay = (self.expires_at - datetime.now(timezone.utc)).total_seconds()
+        expiry = asyncio.get_running_loop().call_later(
+            delay, lambda: asyncio.ensure_future(ws.close(POLICY_VIOLATION, self._expired_reason())))
+        try:
+            await self._send(ws, {"type": "connected", "message": "WebSocket connection established",
+                                  "subscription": {"expiresAt": newsgen.iso_ms(self.expires_at),
+                                                   "isActive": True}})
+            if self.close_after_connect is not None:
+                await ws.close(self.close_after_connect)
+                return
+            async for raw in ws:
+                await self._on_message(client, raw)
+                if ws.state is not State.OPEN:
+                    break  # we closed it (rate limit): ignore whatever was still buffered
+        except ConnectionClosed:
+            pass
+        finally:
+            expiry.cancel()
+            self._clients.discard(client)
+            self._by_token.get(token, set()).discard(ws)
+            self._notify()
+
+    async def _on_message(self, client: _Client, raw: str | bytes) -> None:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        try:
+            message: Any = json.loads(text)
+        except ValueError:
+            message = text  # recorded raw so tests can see what was sent
+        self.received.append((client.number, message))
+        self._notify()
+        if self.silent:
+            return  # frozen: reads, but neither replies nor enforces anything
+        kind = message.get("type") if isinstance(message, dict) else None
+        exceeded = self._rate_limited(client, kind)
+        if exceeded:
+            await self._send(client.ws, {"type": "error", "error": "Rate limit exceeded",
+                                         "message": f"Too many {exceeded}. Please slow down."})
+            await client.ws.close(POLICY_VIOLATION, _reason({"error": "Rate limit exceeded"}))
+        elif kind == "ping":
+            if self.answer_pings:
+                await self._send(client.ws, {"type": "pong"})
+        elif kind == "subscribe" and _valid_tickers(message.get("tickers")):
+            # Replaces the set (no reply: the doc documents none). An empty list goes back to
+            # "everything", as before any subscribe, rather than muting the connection.
+            client.tickers = {t.strip().upper() for t in message["tickers"] if t.strip()}
+        else:
+            detail = ("Expected a JSON object" if not isinstance(message, dict)
+                      else "tickers must be a list of strings" if kind == "subscribe"
+                      else f"Unsupported message type: {kind!r}")
+            await self._send(client.ws, {"type": "error", "error": "Invalid message", "message": detail})
+
+    def _rate_limited(self, client: _Client, kind: str | None) -> str | None:
+        if not client.limits["total"].hit():
+            return "messages"
+        if kind in ("ping", "subscribe") and not client.limits[kind].hit():
+            return f"{kind} messages"
+        return None
+
+    async def _send(self, ws: ServerConnection, message: dict[str, Any]) -> None:
+        if not self.silent:
+            await ws.send(json.dumps(message))
+
+    # -- automatic news ----------------------------------------------------------------------
+
+    async def _news_loop(self) -> None:
+        assert self.news_interval
+        while True:
+            await asyncio.sleep(self.news_interval)
+            self._news_tick()
+
+    def _news_tick(self) -> None:
+        """Give every connection at least one article per tick, sharing articles where possible."""
+        if self.silent:
+            return
+        pending = list(self._clients)
+        self._rng.shuffle(pending)
+        while pending:
+            pool = sorted(pending[0].tickers) or sorted(newsgen.UNIVERSE)
+            data = self.emit_news(self._rng.choice(pool))["data"]
+            covered = set(data["stockTickers"])
+            pending = [c for c in pending if not c.wants(covered)]
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+
+def _json(connection: ServerConnection, status: HTTPStatus, payload: dict[str, Any]) -> Response:
+    response = connection.respond(status, json.dumps(payload))
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = "application/json"
+    return response
+
+
+def _coerce(key: str, value: str) -> Any:
+    if key not in _NUMERIC_FIELDS:
+        return value
+    number = float(value)
+    return int(number) if number.is_integer() and key != "price" else number
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _valid_tickers(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, str) for t in value)

@@ -1,0 +1,157 @@
+"""Persist a batch of normalised events in one transaction and say which ones are new.
+
+Called by the pipeline from a worker thread. Dedupe rests on the models' unique constraints:
+we look up which natural keys already exist, insert the rest with `ignore_conflicts`, and
+report only the new ones for publishing. Quotes and bars are upserts (latest value wins) and
+are conflated: of several updates to one quote in a batch, only the last is published.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from django.db import transaction
+
+from . import events as ev
+from .models import PROVIDER_CODE_FIELD, Alert, Bar, Instrument, NewsItem, Quote, SentimentSample
+
+__all__ = ["events_store", "instruments_resolve"]
+
+
+def instruments_resolve(*, provider: str, codes: Iterable[str]) -> dict[str, tuple[int, str]]:
+    """Map provider codes to `(instrument_id, symbol)`; unknown codes are left out."""
+    field = PROVIDER_CODE_FIELD.get(provider)
+    codes = set(codes)
+    if field is None or not codes:
+        return {}
+    rows = Instrument.objects.filter(**{f"{field}__in": codes}).values_list(field, "id", "symbol")
+    return {code: (pk, symbol) for code, pk, symbol in rows}
+
+
+def _resolve(events: list[ev.Event]) -> list[ev.Event]:
+    by_provider: dict[str, set[str]] = defaultdict(set)
+    for event in events:
+        by_provider[event.provider].add(event.code)
+    maps = {provider: instruments_resolve(provider=provider, codes=codes) for provider, codes in by_provider.items()}
+    resolved = []
+    for event in events:
+        hit = maps[event.provider].get(event.code)
+        if hit is not None:
+            resolved.append(event.resolved(instrument_id=hit[0], symbol=hit[1]))
+        elif isinstance(event, (ev.Alert, ev.AlertRevoked)):
+            resolved.append(event)  # an alert may concern no instrument we know; still stored
+    return resolved
+
+
+def _latest(events: list[ev.Event], key) -> list[ev.Event]:
+    latest: dict[tuple, ev.Event] = {}
+    for event in events:
+        latest[key(event)] = event  # arrival order: the last one wins
+    return list(latest.values())
+
+
+def _store_quotes(quotes: list[ev.Quote]) -> list[ev.Event]:
+    quotes = _latest(quotes, lambda q: (q.instrument_id, q.provider))
+    fields = ["price", "change", "change_percent", "bid", "ask", "volume", "delay_seconds", "ts"]
+    Quote.objects.bulk_create(
+        [Quote(instrument_id=q.instrument_id, provider=q.provider, **{f: getattr(q, f) for f in fields}) for q in quotes],
+        update_conflicts=True,
+        unique_fields=["instrument", "provider"],
+        update_fields=fields,
+    )
+    return quotes
+
+
+def _store_bars(bars: list[ev.Bar]) -> list[ev.Event]:
+    bars = _latest(bars, lambda b: (b.instrument_id, b.provider, b.interval, b.start))
+    fields = ["open", "high", "low", "close", "volume"]
+    Bar.objects.bulk_create(
+        [
+            Bar(instrument_id=b.instrument_id, provider=b.provider, interval=b.interval, start=b.start,
+                **{f: getattr(b, f) for f in fields})
+            for b in bars
+        ],
+        update_conflicts=True,
+        unique_fields=["instrument", "provider", "interval", "start"],
+        update_fields=fields,
+    )
+    return bars
+
+
+def _insert_new(model, events: list, build, key_fields: tuple[str, ...]) -> list[ev.Event]:
+    """Insert rows whose natural key is not stored yet; return the events that were new."""
+    unique: dict[tuple, ev.Event] = {}
+    for event in events:
+        unique.setdefault(tuple(getattr(event, f) for f in key_fields), event)
+    lookup = {f"{f}__in": {k[i] for k in unique} for i, f in enumerate(key_fields)}
+    existing = set(model.objects.filter(**lookup).values_list(*key_fields))
+    new = [event for key, event in unique.items() if key not in existing]
+    model.objects.bulk_create([build(e) for e in new], ignore_conflicts=True)
+    return new
+
+
+def _store_news(items: list[ev.News]) -> list[ev.Event]:
+    def build(n: ev.News) -> NewsItem:
+        return NewsItem(
+            instrument_id=n.instrument_id, provider=n.provider, external_id=n.external_id, headline=n.headline,
+            summary=n.summary, url=n.url, category=n.category, sentiment=n.sentiment,
+            raw_sentiment=n.raw_sentiment, sentiment_label=n.sentiment_label, confidence=n.confidence,
+            key_factors=list(n.key_factors), source=n.source, price=n.price, published_at=n.published_at,
+            received_at=n.received_at,
+        )
+
+    return _insert_new(NewsItem, items, build, ("provider", "external_id", "instrument_id"))
+
+
+def _store_sentiment(samples: list[ev.Sentiment]) -> list[ev.Event]:
+    def build(s: ev.Sentiment) -> SentimentSample:
+        return SentimentSample(
+            instrument_id=s.instrument_id, provider=s.provider, external_id=s.external_id, ts=s.ts,
+            score=s.score, raw_score=s.raw_score, scale=s.scale, volume=s.volume,
+        )
+
+    return _insert_new(SentimentSample, samples, build, ("provider", "external_id", "instrument_id"))
+
+
+def _store_alerts(alerts: list[ev.Alert]) -> list[ev.Event]:
+    def build(a: ev.Alert) -> Alert:
+        return Alert(
+            instrument_id=a.instrument_id, provider=a.provider, external_id=a.external_id, level=a.level,
+            headline=a.headline, description=a.description, url=a.url, triggered_at=a.triggered_at,
+        )
+
+    return _insert_new(Alert, alerts, build, ("provider", "external_id"))
+
+
+def _store_revocations(revocations: list[ev.AlertRevoked]) -> list[ev.Event]:
+    # Revoked alerts are kept (history) and marked; only the first revocation is news.
+    return [
+        r for r in revocations
+        if Alert.objects.filter(provider=r.provider, external_id=r.external_id, revoked_at__isnull=True)
+        .update(revoked_at=r.revoked_at)
+    ]
+
+
+_STORERS = {
+    ev.Quote: _store_quotes,
+    ev.Bar: _store_bars,
+    ev.News: _store_news,
+    ev.Sentiment: _store_sentiment,
+    ev.Alert: _store_alerts,
+    ev.AlertRevoked: _store_revocations,
+}
+
+
+def events_store(*, events: list[ev.Event]) -> list[ev.Event]:
+    """Store `events` in one transaction; return the new ones, resolved to our instruments."""
+    by_type: dict[type, list] = defaultdict(list)
+    for event in _resolve(events):
+        by_type[type(event)].append(event)
+    new: list[ev.Event] = []
+    with transaction.atomic():
+        # Alerts before revocations, so a batch holding both revokes the alert it just stored.
+        for event_type, store in _STORERS.items():
+            if by_type.get(event_type):
+                new.extend(store(by_type[event_type]))
+    return new

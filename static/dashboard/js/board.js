@@ -1,0 +1,350 @@
+/*
+ * Tickerwire live board. Flow: connect() opens the WebSocket; after every open we re-fetch the
+ * snapshot, merge it into the in-memory model (DOM rebuilt only if the watchlist structure changed),
+ * then send {"type":"watch"}. Messages dispatch via MESSAGE_HANDLERS (by type) and EVENT_HANDLERS
+ * (by event kind); handlers update the model and mark rows dirty; one requestAnimationFrame renders
+ * the dirty rows. On close: "Reconnecting…", retry with full-jitter exponential backoff.
+ * Security: provider strings reach the DOM only via textContent / setAttribute (safe attributes).
+ */
+"use strict";
+(() => {
+  const board = document.getElementById("board");
+  if (!board) return;
+  const $ = (id) => document.getElementById(id);
+  const statusEl = $("conn-status"), listsEl = $("watchlists"), emptyEl = $("empty-state"), noteEl = $("board-note");
+  const { snapshotUrl, wsPath } = board.dataset;
+  const loginUrl = board.dataset.loginUrl || "/login/";
+  const MAX_NEWS = 5, PING_MS = 25000, STABLE_MS = 30000, MAX_BACKOFF_MS = 30000, FLASH_MS = 600;
+  const STATUS_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" };
+
+  const model = new Map(); // instrument id -> {quote, news[]}
+  const rows = new Map(); // instrument id -> [row parts]; an instrument may sit in several watchlists
+  const dirty = new Set();
+  let watchlistIds = [], structureKey = null, frameScheduled = false;
+  let socket = null, attempt = 0, stopped = false, lastSeen = 0, pingTimer, stableTimer, retryTimer;
+
+  /* ---------- DOM helpers ---------- */
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  const flashTimers = new WeakMap();
+  function flash(node, dir) {
+    clearTimeout(flashTimers.get(node));
+    node.classList.remove("flash", "flash-up", "flash-down");
+    void node.offsetWidth; // restart the CSS animation
+    node.classList.add("flash", ...(dir ? ["flash-" + dir] : []));
+    flashTimers.set(node, setTimeout(() => node.classList.remove("flash", "flash-up", "flash-down"), FLASH_MS));
+  }
+
+  function setText(node, text, dir) {
+    if (node.textContent === text) return;
+    const hadValue = node.textContent !== "";
+    node.textContent = text;
+    if (hadValue) flash(node, dir);
+  }
+
+  function setStatus(state) {
+    statusEl.setAttribute("data-state", state);
+    statusEl.textContent = STATUS_TEXT[state];
+  }
+
+  /* ---------- formatting ---------- */
+  const isNum = (v) => typeof v === "number" && Number.isFinite(v);
+  const toTime = (iso) => (typeof iso === "string" ? Date.parse(iso) : NaN);
+  const signed = (v, text) => (v > 0 ? "+" : "") + text;
+  const fmtPercent = (p) => (isNum(p) ? signed(p, p.toFixed(2)) + "%" : "—");
+  const fmtPrice = (p) => (isNum(p)
+    ? p.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: Math.abs(p) < 1 ? 4 : 2 })
+    : "—");
+
+  function fmtAgo(iso) {
+    const t = toTime(iso);
+    if (Number.isNaN(t)) return "";
+    const s = Math.max(0, (Date.now() - t) / 1000);
+    if (s < 60) return "now";
+    if (s < 3600) return Math.floor(s / 60) + "m";
+    if (s < 86400) return Math.floor(s / 3600) + "h";
+    if (s < 7 * 86400) return Math.floor(s / 86400) + "d";
+    return new Date(t).toLocaleDateString(undefined, { month: "short", day: "numeric" });
+  }
+
+  function tone(score) {
+    if (!isNum(score)) return "none";
+    if (Math.abs(score) < 15) return "neutral";
+    return (Math.abs(score) >= 50 ? "strong-" : "") + (score > 0 ? "pos" : "neg");
+  }
+
+  function safeUrl(raw) { // absolute http(s) URLs only (no base URL given)
+    let url;
+    try { url = new URL(raw); } catch (_) { return null; }
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+  }
+
+  /* ---------- model ---------- */
+  function mergeQuote(id, q) {
+    const entry = model.get(id);
+    if (!entry || !q) return false;
+    const cur = entry.quote;
+    if (cur && toTime(q.ts) < toTime(cur.ts)) return false; // older than what is shown: drop
+    const next = Object.assign({}, cur, q);
+    // A null field means "not in this update": keep the last known value (delay is never inherited).
+    for (const k of Object.keys(q)) if (q[k] === null && cur && k !== "delay_seconds") next[k] = cur[k];
+    entry.quote = next;
+    return true;
+  }
+
+  const newsTime = (n) => toTime(n.published_at) || toTime(n.received_at) || 0;
+  function mergeNews(id, items) {
+    const entry = model.get(id);
+    if (!entry) return false;
+    const byId = new Map(entry.news.map((n) => [n.external_id, n]));
+    for (const n of items) if (n && n.external_id) byId.set(n.external_id, n);
+    entry.news = [...byId.values()].sort((a, b) => newsTime(b) - newsTime(a)).slice(0, MAX_NEWS);
+    return true;
+  }
+
+  function markDirty(id) {
+    dirty.add(id);
+    if (frameScheduled) return;
+    frameScheduled = true;
+    requestAnimationFrame(() => {
+      frameScheduled = false;
+      for (const rowId of dirty) renderRow(rowId);
+      dirty.clear();
+    });
+  }
+
+  /* ---------- building the board ---------- */
+  function buildRow(inst) {
+    const root = el("article", "instrument");
+    root.setAttribute("data-instrument-id", String(inst.id));
+    root.setAttribute("data-symbol", String(inst.symbol || ""));
+    const ident = el("div", "inst-ident");
+    ident.append(el("span", "inst-symbol", inst.symbol), el("span", "inst-name", inst.name));
+    if (inst.exchange) ident.append(el("span", "inst-exchange", inst.exchange));
+    const parts = { root, price: el("span", "quote-price"), change: el("span", "quote-change"),
+      delayed: el("span", "quote-delayed", "delayed"), news: el("ul", "news-list") };
+    parts.delayed.hidden = true;
+    const quote = el("div", "inst-quote");
+    quote.append(parts.price, parts.change, parts.delayed);
+    root.append(ident, quote, parts.news);
+    return parts;
+  }
+
+  function buildSection(wl) {
+    const section = el("section", "watchlist");
+    section.setAttribute("data-watchlist-id", String(wl.id));
+    const head = el("h2", "watchlist-head");
+    head.append(el("span", "watchlist-name", wl.name), el("span", "watchlist-team", wl.team && wl.team.name));
+    const body = el("div", "watchlist-rows");
+    for (const inst of wl.instruments || []) {
+      const parts = buildRow(inst);
+      rows.set(inst.id, [...(rows.get(inst.id) || []), parts]);
+      body.append(parts.root);
+    }
+    section.append(head, body);
+    return section;
+  }
+
+  /* ---------- rendering rows ---------- */
+  function buildNewsItem(n, isNew) {
+    const li = el("li", "news-item");
+    li.setAttribute("data-external-id", String(n.external_id));
+    const meta = el("span", "news-meta");
+    if (isNum(n.sentiment) || n.sentiment_label) {
+      const score = isNum(n.sentiment) ? signed(n.sentiment, Math.round(n.sentiment)) : "";
+      const badge = el("span", "sentiment", [n.sentiment_label, score].filter(Boolean).join(" "));
+      badge.setAttribute("data-tone", tone(n.sentiment));
+      if (isNum(n.confidence)) badge.setAttribute("title", "Confidence " + Math.round(n.confidence) + "%");
+      meta.append(badge);
+    }
+    const time = meta.appendChild(el("time", "news-time", fmtAgo(n.published_at)));
+    if (typeof n.published_at === "string") time.setAttribute("datetime", n.published_at);
+    const href = safeUrl(n.url);
+    if (href) {
+      const a = meta.appendChild(el("a", "news-source", "source"));
+      a.setAttribute("href", href);
+      a.setAttribute("target", "_blank");
+      a.setAttribute("rel", "noopener noreferrer");
+      if (n.source) a.setAttribute("title", String(n.source));
+    }
+    const headline = el("span", "news-headline", n.headline);
+    headline.setAttribute("title", String(n.headline || ""));
+    li.append(headline, meta);
+    if (isNew) flash(li);
+    return li;
+  }
+
+  const newsSignatures = new WeakMap();
+  function renderNews(list, news) {
+    const sig = JSON.stringify(news.map((n) => [n.external_id, n.headline, n.sentiment, n.sentiment_label,
+      n.confidence, n.url, n.source, fmtAgo(n.published_at)]));
+    if (newsSignatures.get(list) === sig) return; // unchanged: keep the nodes
+    const seen = new Set(Array.from(list.children, (li) => li.getAttribute("data-external-id")));
+    const firstRender = !newsSignatures.has(list);
+    newsSignatures.set(list, sig);
+    const items = news.map((n) => buildNewsItem(n, !firstRender && !seen.has(String(n.external_id))));
+    list.replaceChildren(...(items.length ? items : [el("li", "news-empty", "No news yet")]));
+  }
+
+  function renderRow(id) {
+    const entry = model.get(id);
+    if (!entry) return;
+    const q = entry.quote || {};
+    const cp = q.change_percent;
+    const delayed = isNum(q.delay_seconds) && q.delay_seconds > 0;
+    for (const parts of rows.get(id) || []) {
+      const old = parseFloat(parts.price.getAttribute("data-value"));
+      const dir = isNum(q.price) && isNum(old) && q.price !== old ? (q.price > old ? "up" : "down") : "";
+      setText(parts.price, fmtPrice(q.price), dir);
+      if (isNum(q.price)) parts.price.setAttribute("data-value", String(q.price));
+      setText(parts.change, fmtPercent(cp), dir);
+      parts.change.classList.toggle("up", isNum(cp) && cp > 0);
+      parts.change.classList.toggle("down", isNum(cp) && cp < 0);
+      parts.delayed.hidden = !delayed;
+      if (delayed) parts.delayed.setAttribute("title", "Delayed " + q.delay_seconds + " s");
+      renderNews(parts.news, entry.news);
+    }
+  }
+
+  /* ---------- snapshot ---------- */
+  function goToLogin() {
+    stopped = true;
+    if (socket) socket.close();
+    location.assign(loginUrl + "?next=" + encodeURIComponent(location.pathname + location.search));
+  }
+
+  async function fetchSnapshot() {
+    const res = await fetch(snapshotUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    const loginPath = new URL(loginUrl, location.href).pathname;
+    if (res.status === 401 || res.status === 403 || (res.redirected && new URL(res.url).pathname === loginPath)) {
+      goToLogin();
+      throw new Error("not authenticated");
+    }
+    if (!res.ok) throw new Error("snapshot HTTP " + res.status);
+    return res.json();
+  }
+
+  function applySnapshot(data) {
+    const watchlists = Array.isArray(data && data.watchlists) ? data.watchlists : [];
+    const ids = new Set();
+    for (const inst of watchlists.flatMap((w) => w.instruments || [])) {
+      ids.add(inst.id);
+      if (!model.has(inst.id)) model.set(inst.id, { quote: null, news: [] });
+      mergeQuote(inst.id, inst.quote);
+      mergeNews(inst.id, inst.news || []);
+    }
+    for (const id of [...model.keys()]) if (!ids.has(id)) model.delete(id);
+    const key = JSON.stringify(watchlists.map((w) => [w.id, w.name, w.team && w.team.name,
+      (w.instruments || []).map((i) => [i.id, i.symbol, i.name, i.exchange])]));
+    if (key !== structureKey) {
+      structureKey = key;
+      rows.clear();
+      listsEl.replaceChildren(...watchlists.map(buildSection));
+    }
+    watchlistIds = watchlists.map((w) => w.id);
+    emptyEl.hidden = watchlists.length > 0;
+    noteEl.hidden = true;
+    ids.forEach(markDirty);
+  }
+
+  // reuse=true joins a fetch already in flight; responses are applied in request order only.
+  let pendingSnapshot = null, fetchSeq = 0, appliedSeq = 0;
+  function refreshSnapshot(reuse) {
+    if (reuse && pendingSnapshot) return pendingSnapshot;
+    const seq = ++fetchSeq;
+    const p = fetchSnapshot().then((data) => { if (seq > appliedSeq) { appliedSeq = seq; applySnapshot(data); } });
+    const clear = () => { if (pendingSnapshot === p) pendingSnapshot = null; };
+    p.then(clear, clear);
+    return (pendingSnapshot = p);
+  }
+
+  /* ---------- server messages ---------- */
+  const EVENT_HANDLERS = { // return true when the row needs re-rendering
+    quote: (ev) => mergeQuote(ev.instrument_id, ev),
+    news: (ev) => mergeNews(ev.instrument_id, [ev]),
+    // bar, sentiment, alert, alert_revoked: not shown yet, ignored quietly.
+  };
+
+  const MESSAGE_HANDLERS = {
+    watching: (msg) => console.debug("watching", msg.watchlists, msg.instruments),
+    event: (msg) => {
+      const ev = msg.event, handler = ev && EVENT_HANDLERS[ev.kind];
+      if (handler && handler(ev)) markDirty(ev.instrument_id);
+    },
+    error: (msg) => console.warn("server error:", msg.error, msg.detail),
+    revoked: () => resync(false), // access changed: a fresh snapshot, then watch again
+    pong: () => {},
+  };
+
+  function onMessage(e) {
+    lastSeen = Date.now();
+    let msg = null;
+    try { msg = JSON.parse(e.data); } catch (_) { console.warn("unparseable message", e.data); }
+    const handler = msg && MESSAGE_HANDLERS[msg.type];
+    if (handler) handler(msg);
+  }
+
+  /* ---------- connection ---------- */
+  function send(sock, payload) {
+    if (sock && sock === socket && sock.readyState === WebSocket.OPEN) sock.send(JSON.stringify(payload));
+  }
+
+  function resync(reuse) { // snapshot first, then (re)subscribe; on failure reconnect with backoff
+    const sock = socket;
+    refreshSnapshot(reuse).then(() => send(sock, { type: "watch", watchlists: watchlistIds }), (err) => {
+      if (stopped) return;
+      console.warn("snapshot failed:", err);
+      if (sock) sock.close();
+    });
+  }
+
+  function onOpen(sock) {
+    setStatus("live");
+    lastSeen = Date.now();
+    stableTimer = setTimeout(() => { attempt = 0; }, STABLE_MS);
+    pingTimer = setInterval(() => {
+      if (Date.now() - lastSeen > 2 * PING_MS + 10000) sock.close(); // silent socket: recycle it
+      else send(sock, { type: "ping" });
+    }, PING_MS);
+    resync(true);
+  }
+
+  function onClose(opened) {
+    socket = null;
+    clearInterval(pingTimer);
+    clearTimeout(stableTimer);
+    if (stopped) return;
+    setStatus("reconnecting");
+    if (!opened) refreshSnapshot(true).catch(() => {}); // handshake refused: session expired? (-> login)
+    if (retryTimer) return;
+    const delay = Math.random() * Math.min(MAX_BACKOFF_MS, 500 * 2 ** attempt);
+    attempt += 1;
+    retryTimer = setTimeout(() => { retryTimer = null; connect(); }, delay);
+  }
+
+  function connect() {
+    const sock = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + wsPath);
+    let opened = false;
+    socket = sock;
+    const mine = (fn) => (e) => { if (sock === socket) fn(e); };
+    sock.addEventListener("open", mine(() => { opened = true; onOpen(sock); }));
+    sock.addEventListener("message", mine(onMessage));
+    sock.addEventListener("error", mine(() => setStatus("reconnecting")));
+    sock.addEventListener("close", mine(() => onClose(opened)));
+  }
+
+  // Relative news times age: re-check every row twice a minute (batched; unchanged lists are kept).
+  setInterval(() => model.forEach((_, id) => markDirty(id)), 30000);
+
+  setStatus("connecting");
+  refreshSnapshot(false).catch((err) => {
+    if (!stopped) noteEl.textContent = "Could not load the board yet; retrying…";
+    console.warn("snapshot failed:", err);
+  });
+  connect();
+})();

@@ -1,0 +1,131 @@
+"""The browser socket: authentication, origin check, per-message authorisation, bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from dashboard.models import Membership
+from feeds import events as ev
+from feeds.broadcast import publish_events, publish_revoke
+from project.asgi import application
+from tests.factories import team_with_watchlist, user
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+T = datetime(2026, 2, 6, 12, 0, tzinfo=timezone.utc)
+ORIGIN = (b"origin", b"http://localhost")
+
+
+def _setup():
+    alice, carol = user("alice"), user("carol")
+    alpha = team_with_watchlist("Alpha", {alice: "owner"}, ["AAPL"])
+    beta = team_with_watchlist("Beta", {carol: "owner"}, ["XOM"])
+    client = Client()
+    client.force_login(alice)
+    return alice, alpha, beta, client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+async def connect(session_key: str | None, origin: tuple = ORIGIN) -> tuple[WebsocketCommunicator, bool]:
+    headers = [origin, (b"host", b"localhost")]
+    if session_key:
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_key}".encode()))
+    communicator = WebsocketCommunicator(application, "/ws/stream/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    return communicator, connected
+
+
+def news(instrument_id: int, symbol: str, external_id: str) -> ev.News:
+    return ev.News(provider="stocknews", code=symbol, received_at=T, instrument_id=instrument_id, symbol=symbol,
+                   external_id=external_id, headline=f"{symbol} headline", published_at=T)
+
+
+async def test_anonymous_is_refused():
+    communicator, connected = await connect(None)
+    assert not connected
+
+
+async def test_foreign_origin_is_refused():
+    *_, session = await sync_to_async(_setup)()
+    communicator, connected = await connect(session, origin=(b"origin", b"https://evil.example"))
+    assert not connected
+    communicator, connected = await connect(session)
+    assert connected
+    await communicator.disconnect()
+
+
+async def test_watch_own_list_receives_its_events_and_not_others():
+    alice, alpha, beta, session = await sync_to_async(_setup)()
+    aapl, xom = await sync_to_async(lambda: (alpha.items.get().instrument, beta.items.get().instrument))()
+    communicator, _ = await connect(session)
+    await communicator.send_json_to({"type": "watch", "watchlists": [alpha.id]})
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "watching", "watchlists": [alpha.id], "instruments": [aapl.id]}
+    # Sentinel order: the foreign event is published first; if it leaked it would arrive first.
+    await publish_events([news(xom.id, "XOM", "foreign"), news(aapl.id, "AAPL", "own")])
+    message = await communicator.receive_json_from(timeout=5)
+    assert message["type"] == "event" and message["event"]["external_id"] == "own"
+    await communicator.disconnect()
+
+
+async def test_cross_team_watch_is_refused_and_logged(caplog):
+    alice, alpha, beta, session = await sync_to_async(_setup)()
+    communicator, _ = await connect(session)
+    with caplog.at_level(logging.WARNING, logger="dashboard.consumers"):
+        await communicator.send_json_to({"type": "watch", "watchlists": [alpha.id, beta.id, 999999]})
+        error = await communicator.receive_json_from(timeout=5)
+        ack = await communicator.receive_json_from(timeout=5)
+    assert error["type"] == "error" and error["error"] == "forbidden"
+    assert ack["watchlists"] == [alpha.id]
+    assert f"user {alice.pk}: watch refused for watchlists [{beta.id}, 999999]" in caplog.text
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize(
+    "frame,code",
+    [("{not json", "bad_json"), ('["watch"]', "bad_request"), ('{"type":"shout"}', "unknown_type"),
+     ('{"type":"watch","watchlists":"all"}', "bad_request"), ('{"type":"watch","watchlists":[true]}', "bad_request")],
+)
+async def test_bad_input_gets_an_error_reply_and_the_socket_stays(frame, code):
+    *_, session = await sync_to_async(_setup)()
+    communicator, _ = await connect(session)
+    await communicator.send_to(text_data=frame)
+    reply = await communicator.receive_json_from(timeout=5)
+    assert reply["type"] == "error" and reply["error"] == code
+    await communicator.send_json_to({"type": "ping"})
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+    await communicator.disconnect()
+
+
+async def test_oversized_frame_is_refused_and_closed():
+    *_, session = await sync_to_async(_setup)()
+    communicator, _ = await connect(session)
+    await communicator.send_to(text_data=json.dumps({"type": "ping", "pad": "x" * 17_000}))
+    assert (await communicator.receive_json_from(timeout=5))["error"] == "too_large"
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 1009}
+
+
+async def test_membership_removed_stops_delivery_after_revoke():
+    alice, alpha, beta, session = await sync_to_async(_setup)()
+    aapl = await sync_to_async(lambda: alpha.items.get().instrument)()
+    communicator, _ = await connect(session)
+    await communicator.send_json_to({"type": "watch", "watchlists": [alpha.id]})
+    await communicator.receive_json_from(timeout=5)
+    await sync_to_async(Membership.objects.filter(user=alice).delete)()
+    await publish_revoke(user_id=alice.pk)
+    assert await communicator.receive_json_from(timeout=5) == {"type": "revoked"}
+    await communicator.send_json_to({"type": "watch", "watchlists": [alpha.id]})
+    assert (await communicator.receive_json_from(timeout=5))["error"] == "forbidden"
+    assert (await communicator.receive_json_from(timeout=5))["instruments"] == []
+    # Sentinel: the user group's message queues behind the event; if the socket were still
+    # in the instrument group, the event would arrive first.
+    await publish_events([news(aapl.id, "AAPL", "after-revoke")])
+    await publish_revoke(user_id=alice.pk)
+    assert await communicator.receive_json_from(timeout=5) == {"type": "revoked"}
+    await communicator.disconnect()
