@@ -249,6 +249,10 @@ def _last_quarter(now: datetime) -> str:
     return f"Q{(now.month - 1) // 3 or 4}"
 
 
+def _products(company: Company) -> list[str]:
+    return _PRODUCTS.get(company.ticker) or _PRODUCTS.get(company.sector) or ["new product line"]
+
+
 def _fill(rng: random.Random, template: str, company: Company, peer: Company | None,
           quote: Quote, now: datetime) -> str:
     return template.format(

@@ -155,13 +155,10 @@
     const li = el("li", "news-item");
     li.setAttribute("data-external-id", String(n.external_id));
     const meta = el("span", "news-meta");
-    if (isNum(n.sentiment) || n.sentiment_label) {
-      const score = isNum(n.sentiment) ? signed(n.sentiment, Math.round(n.sentiment)) : "";
-      const badge = el("span", "sentiment", [n.sentiment_label, score].filter(Boolean).join(" "));
-      badge.setAttribute("data-tone", tone(n.sentiment));
-      if (isNum(n.confidence)) badge.setAttribute("title", "Confidence " + Math.round(n.confidence) + "%");
-      meta.append(badge);
-    }
+    const score = isNum(n.sentiment) ? signed(n.sentiment, Math.round(n.sentiment)) : "";
+    const badge = meta.appendChild(el("span", "sentiment", [n.sentiment_label, score].filter(Boolean).join(" ") || "n/a"));
+    badge.setAttribute("data-tone", tone(n.sentiment));
+    if (isNum(n.confidence)) badge.setAttribute("title", "Confidence " + Math.round(n.confidence) + "%");
     const time = meta.appendChild(el("time", "news-time", fmtAgo(n.published_at)));
     if (typeof n.published_at === "string") time.setAttribute("datetime", n.published_at);
     const href = safeUrl(n.url);

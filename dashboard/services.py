@@ -1,0 +1,61 @@
+"""Writes on the people side (`<entity>_<action>`, keyword-only arguments)."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from feeds.models import Instrument
+
+from .models import Membership, Role, Team, Watchlist, WatchlistItem
+
+DEMO_INSTRUMENTS = [
+    # symbol, name, exchange, Knowsis websocket_channel (illustrative)
+    ("AAPL", "Apple Inc.", "NASDAQ", "apple-inc"),
+    ("MSFT", "Microsoft Corporation", "NASDAQ", "microsoft-corp"),
+    ("NVDA", "NVIDIA Corporation", "NASDAQ", "nvidia-corp"),
+    ("TSLA", "Tesla, Inc.", "NASDAQ", "tesla-inc"),
+    ("JPM", "JPMorgan Chase & Co.", "NYSE", "jpmorgan-chase"),
+    ("XOM", "Exxon Mobil Corporation", "NYSE", "exxon-mobil"),
+]
+DEMO_TEAMS = {
+    "Alpha Desk": {"watchlist": "Tech leaders", "symbols": ["AAPL", "MSFT", "NVDA", "TSLA"],
+                   "members": [("alice", Role.OWNER), ("bob", Role.VIEWER)]},
+    "Beta Fund": {"watchlist": "Banks & energy", "symbols": ["JPM", "XOM"], "members": [("carol", Role.OWNER)]},
+}
+DEMO_PASSWORD = "tickerwire-demo"  # demo only: the embedded default prints it
+
+
+def instrument_upsert(*, symbol: str, name: str, exchange: str, knowsis_channel: str = "") -> Instrument:
+    instrument, _ = Instrument.objects.update_or_create(
+        symbol=symbol,
+        defaults={"name": name, "exchange": exchange, "insightsentry_code": f"{exchange}:{symbol}",
+                  "knowsis_channel": knowsis_channel, "stocktwits_symbol": symbol, "stocknews_ticker": symbol},
+    )
+    return instrument
+
+
+@transaction.atomic
+def demo_seed(*, password: str = DEMO_PASSWORD) -> list[tuple[str, str, str]]:
+    """Create (or refresh) the demo teams, users and watchlists. Returns `(user, team, role)` rows."""
+    User = get_user_model()
+    for symbol, name, exchange, channel in DEMO_INSTRUMENTS:
+        instrument_upsert(symbol=symbol, name=name, exchange=exchange, knowsis_channel=channel)
+    admin, _ = User.objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
+    admin.set_password(password)
+    admin.save()
+    logins = [("admin", "(admin site)", "superuser")]
+    for team_name, spec in DEMO_TEAMS.items():
+        team, _ = Team.objects.get_or_create(name=team_name)
+        watchlist, _ = Watchlist.objects.get_or_create(team=team, name=spec["watchlist"])
+        for position, symbol in enumerate(spec["symbols"]):
+            WatchlistItem.objects.get_or_create(
+                watchlist=watchlist, instrument=Instrument.objects.get(symbol=symbol), defaults={"position": position}
+            )
+        for username, role in spec["members"]:
+            member, _ = User.objects.get_or_create(username=username)
+            member.set_password(password)
+            member.save()
+            Membership.objects.update_or_create(user=member, team=team, defaults={"role": role})
+            logins.append((username, team_name, role))
+    return logins
