@@ -394,14 +394,16 @@ async def test_close_all(sim: StockNewsSimulator) -> None:
 async def test_silent_sends_nothing_but_keeps_the_connection(sim: StockNewsSimulator) -> None:
     ws = await open_client(sim)
     sim.silent = True
+    late = await connect(sim.url("tok-2"), open_timeout=TIMEOUT)  # handshake works, no greeting
+    await sim.wait_for(lambda: sim.open_connections == 2)
     sim.emit_news("AAPL")
     await ws.send("not json")  # would normally earn an error reply
     await sim.wait_for(lambda: len(sim.received) == 1)
     sim.silent = False
     sent = sim.emit_news("MSFT")
-    first = await recv_json(ws)  # sentinel: anything sent while silent would come first
-    assert first["data"]["articleSlug"] == sent["data"]["articleSlug"]
-    await ws.close()
+    for client in (ws, late):  # sentinel: anything sent while silent would come first
+        assert (await recv_json(client))["data"]["articleSlug"] == sent["data"]["articleSlug"]
+        await client.close()
 
 
 # -- HTTP control interface ---------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""A production-shaped stack in separate processes: the StockNews simulator, Daphne and the
+feed worker, sharing a SQLite file and the real Redis channel layer.
+
+Every wait polls a condition with a deadline; nothing sleeps for a fixed time to synchronise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "tickerwire-demo"
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float = 20, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    tmp: Path
+    base_url: str = ""
+    sim_port: int = 0
+    control_token: str = field(default_factory=lambda: secrets.token_hex(8))
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "w")
+        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=subprocess.PIPE if name == "simulator" else log,
+                                stderr=log, text=True)
+        self.processes[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text()
+
+    def control(self, action: str, **params: str) -> dict:
+        response = httpx.get(f"http://127.0.0.1:{self.sim_port}/control/{action}",
+                             params={**params, "token": self.control_token}, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def feed_state(self) -> str | None:
+        with sqlite3.connect(self.tmp / "db.sqlite3", timeout=10) as db:
+            row = db.execute("SELECT state FROM feeds_feedstatus").fetchone()
+        return row[0] if row else None
+
+    def login(self, username: str) -> httpx.Client:
+        client = httpx.Client(base_url=self.base_url, timeout=10)
+        page = client.get("/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        response = client.post("/login/", data={"username": username, "password": PASSWORD,
+                                                "csrfmiddlewaretoken": token}, headers={"Referer": f"{self.base_url}/login/"})
+        assert response.status_code == 302, f"login failed for {username}: {response.status_code}"
+        return client
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("stack")
+    web_port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "CHANNEL_LAYER_PREFIX": f"twstack-{uuid.uuid4().hex[:8]}",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DEBUG": "0",
+        "HTTPS": "0",  # loopback without TLS; production terminates TLS in front of Daphne
+        "STATIC_MANIFEST": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "FEEDS_WATCH_POLL_SECONDS": "0.5",
+        "PYTHONUNBUFFERED": "1",
+    }
+    stack = Stack(env=env, tmp=tmp)
+    try:
+        stack.manage("migrate", "--noinput")
+        stack.manage("seed_demo")
+        sim = stack.start("simulator", sys.executable, "manage.py", "simulate", "stocknews", "--port", "0",
+                          "--token", "stack-token", "--news-interval", "0", "--control-token", stack.control_token)
+        line = sim.stdout.readline()
+        stack.sim_port = int(re.search(r":(\d+)/ws", line).group(1))
+        stack.manage("provider", "set", "stocknews", "--endpoint", f"ws://127.0.0.1:{stack.sim_port}/ws",
+                     "--token", "stack-token", "--enable")
+        stack.start("daphne", sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
+                    "project.asgi:application")
+        stack.base_url = f"http://127.0.0.1:{web_port}"
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{stack.base_url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, what="daphne to answer /healthz")
+        stack.start("worker", sys.executable, "manage.py", "runfeed", "stocknews")
+        wait_until(lambda: stack.feed_state() == "connected", what="the worker to connect")
+        # The worker subscribes to the watched tickers once it has read the watchlists.
+        wait_until(lambda: stack.control("stats")["received"] >= 1, what="the worker's subscribe")
+        yield stack
+    finally:
+        stack.stop()

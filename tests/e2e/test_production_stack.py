@@ -1,0 +1,84 @@
+"""Production mode: Daphne, the StockNews worker and the simulator as separate processes on
+the real Redis layer. A news item reaches the watching team's socket and no other team's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.e2e.conftest import Stack, wait_until
+
+pytestmark = pytest.mark.stack
+
+
+async def open_stream(stack: Stack, username: str):
+    client = stack.login(username)
+    watchlists = [w["id"] for w in client.get("/api/board/").json()["watchlists"]]
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    ws = await connect(stack.base_url.replace("http", "ws") + "/ws/stream/",
+                       additional_headers={"Cookie": cookie}, origin=stack.base_url)
+    await ws.send(json.dumps({"type": "watch", "watchlists": watchlists}))
+    ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert ack["type"] == "watching" and ack["watchlists"] == watchlists
+    return ws
+
+
+async def next_event(ws) -> dict:
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 15))
+        if message["type"] == "event":
+            return message["event"]
+
+
+def test_news_reaches_its_team_only(stack: Stack):
+    async def scenario():
+        alice = await open_stream(stack, "alice")  # Alpha Desk: AAPL, MSFT, NVDA, TSLA
+        carol = await open_stream(stack, "carol")  # Beta Fund: JPM, XOM
+        try:
+            aapl = stack.control("emit", ticker="AAPL", summary="Alpha-only news item", stockTickers="AAPL")
+            # Sentinel for carol: published after the AAPL item, so a leak would arrive first.
+            xom = stack.control("emit", ticker="XOM", summary="Beta sentinel", stockTickers="XOM")
+            got_alice = await next_event(alice)
+            got_carol = await next_event(carol)
+        finally:
+            await alice.close()
+            await carol.close()
+        assert got_alice["kind"] == "news" and got_alice["symbol"] == "AAPL"
+        assert got_alice["external_id"] == aapl["data"]["articleSlug"]
+        assert got_alice["headline"] == "Alpha-only news item"
+        assert got_carol["external_id"] == xom["data"]["articleSlug"]
+
+    asyncio.run(scenario())
+
+
+def test_websocket_refuses_anonymous_and_foreign_origin(stack: Stack):
+    async def scenario():
+        url = stack.base_url.replace("http", "ws") + "/ws/stream/"
+        with pytest.raises(InvalidStatus) as anonymous:
+            async with connect(url, origin=stack.base_url) as ws:
+                await ws.recv()
+        client = stack.login("alice")
+        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        with pytest.raises(InvalidStatus) as foreign:
+            async with connect(url, origin="https://evil.example", additional_headers={"Cookie": cookie}) as ws:
+                await ws.recv()
+        return anonymous.value, foreign.value
+
+    anonymous, foreign = asyncio.run(scenario())
+    assert anonymous.response.status_code == 403 and foreign.response.status_code == 403
+
+
+def test_worker_stops_cleanly_on_sigterm(stack: Stack):
+    """Runs last in this module: SIGTERM ends the worker within 5 s and records 'stopped'."""
+    worker = stack.processes["worker"]
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=5) == 0
+    assert time.monotonic() - started < 5
+    wait_until(lambda: stack.feed_state() == "stopped", timeout=5, what="FeedStatus 'stopped'")
