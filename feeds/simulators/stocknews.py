@@ -67,25 +67,18 @@ def _reason(payload: dict[str, Any]) -> str:
 
 
 class StockNewsSimulator:
+    """Knobs: refuse_connections (HTTP 503), silent (frozen: sends nothing, keeps sockets),
+    close_after_connect (close code after `connected`), emit_news(), close_all(), expire().
+    Observability: connection_attempts, open_connections, received, wait_for()."""
+
     def __init__(
-        self,
-        tokens: Iterable[str] = ("demo-token",),
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        news_interval: float | None = 2.0,
-        expires_at: datetime | None = None,
-        expired_tokens: Iterable[str] = (),
-        control_token: str | None = None,
-        answer_pings: bool = False,
-        seed: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        rate_window: float = 60.0,
-        max_connection_attempts: int = 10,
-        max_connections_per_token: int = 5,
-        max_pings: int = 20,
-        max_subscribes: int = 10,
-        max_messages: int = 30,
+        self, tokens: Iterable[str] = ("demo-token",), *, host: str = "127.0.0.1", port: int = 0,
+        news_interval: float | None = 2.0, expires_at: datetime | None = None,
+        expired_tokens: Iterable[str] = (), control_token: str | None = None,
+        answer_pings: bool = False, seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic, rate_window: float = 60.0,
+        max_connection_attempts: int = 10, max_connections_per_token: int = 5,
+        max_pings: int = 20, max_subscribes: int = 10, max_messages: int = 30,
     ) -> None:
         self.tokens = set(tokens)
         self.expired_tokens = set(expired_tokens)
@@ -132,6 +125,7 @@ class StockNewsSimulator:
     async def stop(self) -> None:
         if self._news_task:
             self._news_task.cancel()
+            await asyncio.gather(self._news_task, return_exceptions=True)
         if self._server:
             self._server.close()  # closes open connections with 1001 (going away)
             await self._server.wait_closed()
@@ -218,13 +212,13 @@ class StockNewsSimulator:
         if url.path != "/ws":
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         self.connection_attempts += 1
-        self._notify()
+        self._changed.set()
         if self.refuse_connections:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable\n")
         ip = str(connection.remote_address[0])
-        window = self._ip_windows.setdefault(
-            ip, SlidingWindow(self.max_connection_attempts, self.rate_window, self._clock))
-        if not window.hit():
+        if ip not in self._ip_windows:
+            self._ip_windows[ip] = SlidingWindow(self.max_connection_attempts, self.rate_window, self._clock)
+        if not self._ip_windows[ip].hit():
             return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "Too many connection attempts\n")
         token = query.get("token", "")
         if self._auth_error(token) is None:
@@ -292,7 +286,7 @@ class StockNewsSimulator:
             "subscribe": SlidingWindow(self.max_subscribes, self.rate_window, self._clock),
         })
         self._clients.add(client)
-        self._notify()
+        self._changed.set()
         # The real service drops the socket when the subscription runs out mid-connection.
         delay = (self.expires_at - datetime.now(timezone.utc)).total_seconds()
         expiry = asyncio.get_running_loop().call_later(
@@ -314,7 +308,7 @@ class StockNewsSimulator:
             expiry.cancel()
             self._clients.discard(client)
             self._by_token.get(token, set()).discard(ws)
-            self._notify()
+            self._changed.set()
 
     async def _on_message(self, client: _Client, raw: str | bytes) -> None:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
@@ -323,7 +317,7 @@ class StockNewsSimulator:
         except ValueError:
             message = text  # recorded raw so tests can see what was sent
         self.received.append((client.number, message))
-        self._notify()
+        self._changed.set()
         if self.silent:
             return  # frozen: reads, but neither replies nor enforces anything
         kind = message.get("type") if isinstance(message, dict) else None
@@ -359,8 +353,7 @@ class StockNewsSimulator:
     # -- automatic news ----------------------------------------------------------------------
 
     async def _news_loop(self) -> None:
-        assert self.news_interval
-        while True:
+        while self.news_interval:  # can be set to None at runtime to stop automatic news
             await asyncio.sleep(self.news_interval)
             self._news_tick()
 
@@ -376,9 +369,6 @@ class StockNewsSimulator:
             covered = set(data["stockTickers"])
             pending = [c for c in pending if not c.wants(covered)]
 
-    def _notify(self) -> None:
-        self._changed.set()
-
 
 def _json(connection: ServerConnection, status: HTTPStatus, payload: dict[str, Any]) -> Response:
     response = connection.respond(status, json.dumps(payload))
@@ -388,6 +378,7 @@ def _json(connection: ServerConnection, status: HTTPStatus, payload: dict[str, A
 
 
 def _coerce(key: str, value: str) -> Any:
+    """Query strings are text; numeric `data` fields must stay numbers in the emitted JSON."""
     if key not in _NUMERIC_FIELDS:
         return value
     number = float(value)

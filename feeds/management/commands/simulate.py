@@ -48,7 +48,7 @@ class Command(BaseCommand):
         parser.add_argument("provider", choices=sorted(SIMULATORS))
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-        parser.add_argument("--token", action="extend", nargs="+", default=[],
+        parser.add_argument("--token", action="extend", nargs="+", default=None,
                             help="valid client token(s); repeatable (default: demo-token)")
         parser.add_argument("--news-interval", type=float, default=2.0, help="seconds; 0 disables")
         parser.add_argument("--control-token", default=None,

@@ -1,0 +1,59 @@
+"""In headless Chromium: log in, open the board, see simulator news arrive live; a user of
+the other team never sees it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.conftest import PASSWORD, Stack
+
+pytestmark = pytest.mark.browser
+playwright_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run .ci/run (it installs Debian's chromium)")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def logged_in_board(browser, stack: Stack, username: str):
+    page = browser.new_context().new_page()
+    page.goto(f"{stack.base_url}/")
+    assert "/login/" in page.url  # the board needs a login
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector('#conn-status[data-state="live"]', timeout=15_000)
+    return page
+
+
+def test_live_news_appears_for_the_team_and_not_for_the_other(browser, stack: Stack):
+    alice = logged_in_board(browser, stack, "alice")
+    carol = logged_in_board(browser, stack, "carol")
+    expect = playwright_api.expect
+    expect(alice.locator('[data-symbol="AAPL"]').first).to_be_visible()
+    expect(carol.locator('[data-symbol="AAPL"]')).to_have_count(0)
+
+    headline = "Apple unveils <b>tickerwire</b> test gadget"
+    stack.control("emit", ticker="AAPL", summary=headline, stockTickers="AAPL")
+    stack.control("emit", ticker="XOM", summary="Exxon sentinel for the other team", stockTickers="XOM")
+
+    row = alice.locator('[data-symbol="AAPL"]').first
+    expect(row.locator(".news-headline", has_text="tickerwire")).to_have_text(headline, timeout=15_000)
+    # The markup in the provider's text is shown as text, never parsed as HTML.
+    assert row.locator(".news-headline b").count() == 0
+    expect(carol.locator(".news-headline", has_text="Exxon sentinel")).to_be_visible(timeout=15_000)
+    assert carol.locator(".news-headline", has_text="tickerwire").count() == 0
+    assert carol.content().count("tickerwire") == 0
