@@ -29,10 +29,14 @@ async def open_stream(stack: Stack, username: str):
     return ws
 
 
-async def next_event(ws) -> dict:
+async def next_news(ws, *, allowed_symbols: set[str]) -> dict:
+    """The next news event; every event seen on the way must be for an allowed symbol."""
     while True:
         message = json.loads(await asyncio.wait_for(ws.recv(), 15))
-        if message["type"] == "event":
+        if message["type"] != "event":
+            continue
+        assert message["event"]["symbol"] in allowed_symbols, f"leaked: {message}"
+        if message["event"]["kind"] == "news":
             return message["event"]
 
 
@@ -44,8 +48,8 @@ def test_news_reaches_its_team_only(stack: Stack):
             aapl = stack.control("emit", ticker="AAPL", summary="Alpha-only news item", stockTickers="AAPL")
             # Sentinel for carol: published after the AAPL item, so a leak would arrive first.
             xom = stack.control("emit", ticker="XOM", summary="Beta sentinel", stockTickers="XOM")
-            got_alice = await next_event(alice)
-            got_carol = await next_event(carol)
+            got_alice = await next_news(alice, allowed_symbols={"AAPL", "MSFT", "NVDA", "TSLA"})
+            got_carol = await next_news(carol, allowed_symbols={"JPM", "XOM"})
         finally:
             await alice.close()
             await carol.close()

@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from feeds.events import Event, News, utc
+from feeds.events import Event, News, Quote, utc
 from feeds.providers.base import Notice, UnsupportedMessage
 
 __all__ = ["PROVIDER", "parse_message", "parse_close_reason", "normalise_score"]
@@ -106,7 +106,13 @@ def parse_news(message: dict[str, Any], *, received_at: datetime) -> list[Event]
         price=_float(data.get("price")),
     )
     # One event per ticker the article is about: each reaches that instrument's watchers.
-    return [News(code=t, **common) for t in tickers]
+    events: list[Event] = [News(code=t, **common) for t in tickers]
+    price = common["price"]
+    if price is not None:
+        # The article carries the primary ticker's price at publication: a (news-time) quote.
+        events.append(Quote(provider=PROVIDER, code=tickers[0], received_at=received_at, ts=common["published_at"],
+                            price=price, change_percent=_float(data.get("priceChange")), volume=_float(data.get("volume"))))
+    return events
 
 
 def parse_message(raw: str | bytes, *, received_at: datetime) -> list[Event | Notice]:

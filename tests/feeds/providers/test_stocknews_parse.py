@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from feeds.events import News
+from feeds.events import News, Quote
 from feeds.providers.base import Notice, UnsupportedMessage
 from feeds.providers.stocknews.parse import normalise_score, parse_close_reason, parse_message
 from tests.conftest import load_fixture, load_fixture_json
@@ -20,7 +20,7 @@ def test_ws_connected(received_at):
 
 
 def test_ws_news(received_at):
-    [news] = parse_message(load_fixture("stocknews", "ws_news.json"), received_at=received_at)
+    [news, quote] = parse_message(load_fixture("stocknews", "ws_news.json"), received_at=received_at)
     assert isinstance(news, News)
     assert news.provider == "stocknews" and news.code == "AAPL"
     assert news.external_id == "apple-record-earnings-q1-2026"
@@ -32,17 +32,19 @@ def test_ws_news(received_at):
     assert news.url == "https://stocknews.live/news/AAPL/apple-record-earnings-q1-2026"
     assert news.published_at == T and news.received_at == received_at
     assert news.source == "Stock News / Trading Community" and news.price == 175.5
+    assert quote == Quote(provider="stocknews", code="AAPL", received_at=received_at, ts=T, price=175.5,
+                          change_percent=2.5, volume=45000000.0)
 
 
 def test_ws_news__minimal(received_at):
-    [news] = parse_message(load_fixture("stocknews", "ws_news__minimal.json"), received_at=received_at)
+    [news, _quote] = parse_message(load_fixture("stocknews", "ws_news__minimal.json"), received_at=received_at)
     assert news.external_id == "article-slug"
     assert news.key_factors == ("earnings beat", "revenue growth")
 
 
 def test_ws_news__fractional_scale(received_at):
     """0.75/0.92 on the wire are read as fractions: normalised to 75/92, raw kept."""
-    [news] = parse_message(load_fixture("stocknews", "ws_news__fractional_scale.json"), received_at=received_at)
+    [news, _quote] = parse_message(load_fixture("stocknews", "ws_news__fractional_scale.json"), received_at=received_at)
     assert news.sentiment == 75.0 and news.raw_sentiment == "0.75"
     assert news.confidence == 92.0
 
@@ -64,8 +66,8 @@ def test_news_for_several_tickers_gives_one_event_each(received_at):
     import json
 
     events = parse_message(json.dumps(message), received_at=received_at)
-    assert [e.code for e in events] == ["AAPL", "MSFT"]
-    assert len({e.external_id for e in events}) == 1
+    assert [(e.kind, e.code) for e in events] == [("news", "AAPL"), ("news", "MSFT"), ("quote", "AAPL")]
+    assert len({e.external_id for e in events if e.kind == "news"}) == 1
 
 
 def test_unsafe_article_url_is_dropped(received_at):
@@ -73,7 +75,7 @@ def test_unsafe_article_url_is_dropped(received_at):
 
     message = load_fixture_json("stocknews", "ws_news.json")
     message["data"]["articleUrl"] = "javascript:alert(1)"
-    [news] = parse_message(json.dumps(message), received_at=received_at)
+    [news, _quote] = parse_message(json.dumps(message), received_at=received_at)
     assert news.url == ""
 
 

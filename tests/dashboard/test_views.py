@@ -1,0 +1,61 @@
+"""Pages and the snapshot API: login required, team isolation, strict CSP."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from feeds.models import NewsItem
+from tests.factories import team_with_watchlist, user
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def teams():
+    alice, carol = user("alice"), user("carol")
+    alpha = team_with_watchlist("Alpha", {alice: "owner"}, ["AAPL"])
+    beta = team_with_watchlist("Beta", {carol: "viewer"}, ["XOM"])
+    return alice, carol, alpha, beta
+
+
+def test_board_requires_login(client):
+    response = client.get("/")
+    assert response.status_code == 302 and response.url.startswith("/login/")
+
+
+def test_snapshot_refuses_anonymous_with_401(client):
+    assert client.get("/api/board/").status_code == 401
+
+
+def test_snapshot_holds_only_the_users_teams_with_latest_news(client, teams):
+    alice, carol, alpha, beta = teams
+    aapl = alpha.items.get().instrument
+    t = datetime(2026, 2, 6, 12, 0, tzinfo=timezone.utc)
+    NewsItem.objects.create(instrument=aapl, provider="stocknews", external_id="n1", headline="<script>x</script>",
+                            published_at=t, received_at=t, sentiment=75)
+    client.force_login(alice)
+    snapshot = client.get("/api/board/").json()
+    assert [w["id"] for w in snapshot["watchlists"]] == [alpha.id]
+    [row] = snapshot["watchlists"][0]["instruments"]
+    assert row["symbol"] == "AAPL" and row["quote"] is None
+    assert row["news"][0]["external_id"] == "n1" and row["news"][0]["published_at"] == "2026-02-06T12:00:00Z"
+    assert snapshot["watchlists"][0]["role"] == "owner"
+
+
+def test_board_page_sends_a_strict_csp_and_no_inline_script(client, teams):
+    client.force_login(teams[0])
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    html = response.content.decode()
+    assert "<script>" not in html and "data-ws-path=\"/ws/stream/\"" in html
+
+
+def test_logout_is_post_only_and_csrf_protected(teams):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(teams[0])
+    assert client.post("/logout/").status_code == 403

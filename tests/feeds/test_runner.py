@@ -1,0 +1,76 @@
+"""`run_feed`: the worker body against the simulator, with the real database and Redis layer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+
+from feeds.groups import instrument_group
+from feeds.models import FeedStatus, NewsItem, ProviderAccount
+from feeds.runner import run_feed
+from feeds.simulators.stocknews import StockNewsSimulator
+from tests.factories import team_with_watchlist, user
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+TOKEN = "runner-token-0001"
+
+
+def setup(endpoint: str, token: str = TOKEN):
+    ProviderAccount.objects.create(provider="stocknews", endpoint=endpoint, token=token)
+    watchlist = team_with_watchlist("Alpha", {user("alice"): "owner"}, ["AAPL"])
+    return watchlist.items.get().instrument
+
+
+async def wait_for_state(state: str) -> FeedStatus:
+    async with asyncio.timeout(10):
+        while True:
+            row = await sync_to_async(FeedStatus.objects.filter(state=state).first)()
+            if row:
+                return row
+            await asyncio.sleep(0.02)
+
+
+async def test_worker_subscribes_to_watched_tickers_stores_and_publishes(settings):
+    settings.FEEDS_WATCH_POLL_SECONDS = 0.1
+    async with StockNewsSimulator([TOKEN], news_interval=None) as sim:
+        aapl = await sync_to_async(setup)(f"ws://127.0.0.1:{sim.port}/ws")
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(instrument_group(aapl.id), channel)
+        stop = asyncio.Event()
+        worker = asyncio.create_task(run_feed("stocknews", stop=stop))
+        await sim.wait_for(lambda: any(m.get("type") == "subscribe" for _, m in sim.received if isinstance(m, dict)))
+        assert [m for _, m in sim.received if m.get("type") == "subscribe"][0]["tickers"] == ["AAPL"]
+        sent = sim.emit_news("AAPL")
+        received = {json.loads((await asyncio.wait_for(layer.receive(channel), 10))["text"])["event"]["kind"]
+                    for _ in range(2)}
+        assert received == {"news", "quote"}
+        status = await wait_for_state("connected")
+        stop.set()
+        assert await asyncio.wait_for(worker, 5) == 0
+    assert await sync_to_async(NewsItem.objects.filter(external_id=sent["data"]["articleSlug"]).exists)()
+    final = await sync_to_async(FeedStatus.objects.get)(pk=status.pk)
+    assert final.state == "stopped" and final.messages >= 2  # connected + news
+    await layer.flush()
+
+
+async def test_refused_token_is_reported_as_auth_failed_and_the_worker_exits():
+    async with StockNewsSimulator([TOKEN], news_interval=None) as sim:
+        await sync_to_async(setup)(f"ws://127.0.0.1:{sim.port}/ws", token="revoked-token-99")
+        code = await asyncio.wait_for(run_feed("stocknews", stop=asyncio.Event()), 10)
+    row = await sync_to_async(FeedStatus.objects.get)()
+    assert code == 3 and row.state == "auth_failed" and "Invalid token" in row.last_error
+    assert sim.connection_attempts == 1
+
+
+async def test_disabled_account_is_reported_and_not_connected():
+    async with StockNewsSimulator([TOKEN], news_interval=None) as sim:
+        await sync_to_async(setup)(f"ws://127.0.0.1:{sim.port}/ws")
+        await sync_to_async(ProviderAccount.objects.update)(enabled=False)
+        assert await run_feed("stocknews", stop=asyncio.Event()) == 0
+    assert (await sync_to_async(FeedStatus.objects.get)()).state == "disabled"
+    assert sim.connection_attempts == 0
