@@ -27,4 +27,4 @@ test: venv services
 	$(PY) -m pytest
 
 bench: venv
-	$(PY) bench/pipeline_fanout.py
+	$(PY) bench/fanout.py

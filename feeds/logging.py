@@ -24,7 +24,7 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    text = _QUERY_SECRET.sub(r"\1" + MASK, text)
+    text = _QUERY_SECRET.sub(lambda match: match.group(1) + MASK, text)
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:

@@ -113,7 +113,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py's pool holds 100 connections by default and then fails at once
+                # ("Too many connections"): a burst of browsers connecting together (e.g. after
+                # a deploy) needs more. Each is a short-lived command connection.
+                "hosts": [{"address": REDIS_URL, "max_connections": int(os.environ.get("REDIS_MAX_CONNECTIONS", "1000"))}],
                 # A prefix per deployment (or test run) keeps several on one Redis apart.
                 "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "tickerwire"),
                 # Bounded per-socket queue: a browser that cannot keep up loses messages

@@ -17,8 +17,11 @@ from tests.e2e.conftest import Stack, wait_until
 pytestmark = pytest.mark.stack
 
 
+_clients: dict[str, object] = {}
+
+
 async def open_stream(stack: Stack, username: str):
-    client = stack.login(username)
+    client = _clients.get(username) or _clients.setdefault(username, stack.login(username))
     watchlists = [w["id"] for w in client.get("/api/board/").json()["watchlists"]]
     cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
     ws = await connect(stack.base_url.replace("http", "ws") + "/ws/stream/",
@@ -76,6 +79,17 @@ def test_websocket_refuses_anonymous_and_foreign_origin(stack: Stack):
 
     anonymous, foreign = asyncio.run(scenario())
     assert anonymous.response.status_code == 403 and foreign.response.status_code == 403
+
+
+def test_a_burst_of_browsers_connecting_at_once_is_served(stack: Stack):
+    """150 sockets connecting together: more than redis-py's default pool of 100."""
+
+    async def scenario():
+        sockets = await asyncio.gather(*(open_stream(stack, "bob") for _ in range(150)))
+        await asyncio.gather(*(ws.close() for ws in sockets))
+        return len(sockets)
+
+    assert asyncio.run(scenario()) == 150
 
 
 def test_worker_stops_cleanly_on_sigterm(stack: Stack):
