@@ -46,3 +46,17 @@ def test_redis_url_selects_the_redis_layer_and_its_absence_the_in_memory_one():
     without = manage("shell", "-c", code, REDIS_URL="")
     assert with_redis.stdout.strip().splitlines()[-1] == "channels_redis.core.RedisChannelLayer"
     assert without.stdout.strip().splitlines()[-1] == "channels.layers.InMemoryChannelLayer"
+
+
+def test_collected_static_files_are_served_by_the_asgi_app_in_production(tmp_path):
+    static_root = str(tmp_path / "static")
+    assert manage("collectstatic", "--noinput", STATIC_ROOT=static_root).returncode == 0
+    code = (
+        "from django.templatetags.static import static; from django.test import Client; "
+        "url = static('dashboard/js/board.js'); r = Client().get(url, secure=True, HTTP_HOST='desk.example.com'); "
+        "print(url, r.status_code, r.headers.get('Cache-Control'))"
+    )
+    result = manage("shell", "-c", code, STATIC_ROOT=static_root)
+    url, status, cache = result.stdout.strip().splitlines()[-1].split(" ", 2)
+    assert url.startswith("/static/dashboard/js/board.") and url != "/static/dashboard/js/board.js"  # hashed name
+    assert status == "200" and "max-age" in cache
