@@ -48,6 +48,7 @@ class Stack:
     env: dict[str, str]
     tmp: Path
     base_url: str = ""
+    web_port: int = 0
     sim_port: int = 0
     control_token: str = field(default_factory=lambda: secrets.token_hex(8))
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -79,6 +80,10 @@ class Stack:
             row = db.execute("SELECT state FROM feeds_feedstatus").fetchone()
         return row[0] if row else None
 
+    def news_stored(self, external_id: str) -> bool:
+        with sqlite3.connect(self.tmp / "db.sqlite3", timeout=10) as db:
+            return db.execute("SELECT 1 FROM feeds_newsitem WHERE external_id = ?", (external_id,)).fetchone() is not None
+
     def login(self, username: str) -> httpx.Client:
         client = httpx.Client(base_url=self.base_url, timeout=10)
         page = client.get("/login/")
@@ -87,6 +92,24 @@ class Stack:
                                                 "csrfmiddlewaretoken": token}, headers={"Referer": f"{self.base_url}/login/"})
         assert response.status_code == 302, f"login failed for {username}: {response.status_code}"
         return client
+
+    def start_daphne(self) -> None:
+        self.start("daphne", sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.web_port),
+                   "project.asgi:application")
+        self.base_url = f"http://127.0.0.1:{self.web_port}"
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, what="daphne to answer /healthz")
+
+    def stop_daphne(self) -> None:
+        daphne = self.processes.pop("daphne")
+        daphne.send_signal(signal.SIGTERM)
+        daphne.wait(timeout=10)
 
     def stop(self) -> None:
         for proc in self.processes.values():
@@ -127,17 +150,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         stack.sim_port = int(re.search(r":(\d+)/ws", line).group(1))
         stack.manage("provider", "set", "stocknews", "--endpoint", f"ws://127.0.0.1:{stack.sim_port}/ws",
                      "--token", "stack-token", "--enable")
-        stack.start("daphne", sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
-                    "project.asgi:application")
-        stack.base_url = f"http://127.0.0.1:{web_port}"
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{stack.base_url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, what="daphne to answer /healthz")
+        stack.web_port = web_port
+        stack.start_daphne()
         stack.start("worker", sys.executable, "manage.py", "runfeed", "stocknews")
         wait_until(lambda: stack.feed_state() == "connected", what="the worker to connect")
         # The worker subscribes to the watched tickers once it has read the watchlists.

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD, Stack
+from tests.e2e.conftest import PASSWORD, Stack, wait_until
 
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -57,3 +57,19 @@ def test_live_news_appears_for_the_team_and_not_for_the_other(browser, stack: St
     expect(carol.locator(".news-headline", has_text="Exxon sentinel")).to_be_visible(timeout=15_000)
     assert carol.locator(".news-headline", has_text="tickerwire").count() == 0
     assert carol.content().count("tickerwire") == 0
+
+
+def test_board_reconnects_and_resyncs_what_it_missed(browser, stack: Stack):
+    """The server goes away; news stored meanwhile shows up after the socket comes back."""
+    expect = playwright_api.expect
+    alice = logged_in_board(browser, stack, "alice")
+    stack.stop_daphne()
+    expect(alice.locator("#conn-status")).to_have_attribute("data-state", "reconnecting", timeout=15_000)
+    expect(alice.locator("#conn-status")).to_have_text("Reconnecting…")
+    missed = stack.control("emit", ticker="MSFT", summary="Missed while the server was down", stockTickers="MSFT")
+    # Stored before the server returns, so only the snapshot reload can bring it to the page.
+    wait_until(lambda: stack.news_stored(missed["data"]["articleSlug"]), what="the missed item to be stored")
+    stack.start_daphne()
+    expect(alice.locator("#conn-status")).to_have_attribute("data-state", "live", timeout=40_000)
+    row = alice.locator('[data-symbol="MSFT"]').first
+    expect(row.locator(".news-headline", has_text="Missed while the server was down")).to_be_visible(timeout=15_000)
