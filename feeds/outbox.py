@@ -38,6 +38,13 @@ class SlidingWindow:
     def record(self, now: float) -> None:
         self._times.append(now)
 
+    def try_record(self, now: float) -> bool:
+        """Record one event if the window has room; say whether it had."""
+        if self.wait_time(now) > 0:
+            return False
+        self.record(now)
+        return True
+
 
 class Outbox:
     """Pending frames by kind, released within per-kind and total limits.

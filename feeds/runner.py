@@ -92,10 +92,10 @@ async def run_feed(provider: str, *, stop: asyncio.Event, feed_kwargs: dict | No
             task.cancel()
         await asyncio.gather(*helpers, stop_task, return_exceptions=True)
         await pipeline.drain()
-        if status.state not in ("auth_failed",):
-            await status.set_state("stopped")
+        if status.state == "auth_failed":
+            await status.flush()  # keep the refusal visible: it needs a person, not a restart
         else:
-            await status.flush()
+            await status.set_state("stopped")
     if feed_task.done() and not feed_task.cancelled() and feed_task.exception():
         log.error("%s: feed crashed", provider, exc_info=feed_task.exception())
         return 1

@@ -20,7 +20,7 @@ def _quote_message(q: Quote) -> dict:
 
 def _news_message(n: NewsItem) -> dict:
     return ev.News(
-        provider=n.provider, code=n.instrument.stocknews_ticker or n.instrument.symbol, received_at=n.received_at,
+        provider=n.provider, code=n.instrument.code_for(n.provider) or n.instrument.symbol, received_at=n.received_at,
         instrument_id=n.instrument_id, symbol=n.instrument.symbol, external_id=n.external_id, headline=n.headline,
         published_at=n.published_at, summary=n.summary, url=n.url, category=n.category, sentiment=n.sentiment,
         raw_sentiment=n.raw_sentiment, sentiment_label=n.sentiment_label, confidence=n.confidence,
@@ -35,6 +35,8 @@ def market_snapshot_for_instruments(*, instrument_ids: Iterable[int]) -> dict[in
     # Several providers may quote one instrument: the most recent quote is shown.
     for quote in Quote.objects.filter(instrument_id__in=ids).select_related("instrument").order_by("ts"):
         snapshot[quote.instrument_id]["quote"] = _quote_message(quote)
+    # One small query per instrument keeps "newest N per instrument" portable across SQLite
+    # and PostgreSQL; boards hold tens of instruments. Revisit with a window function if needed.
     for instrument_id in ids:
         latest = (
             NewsItem.objects.filter(instrument_id=instrument_id)

@@ -90,6 +90,8 @@ class FeedStatusReporter(MemoryStatus):
             log.exception("could not write feed status for account %s", self.account_id)
 
     def _write(self) -> None:
+        # Imported here: transports import this module, and they must stay importable
+        # without Django's app registry (the simulators' tests run without it).
         from feeds.services import feed_status_update
 
         feed_status_update(

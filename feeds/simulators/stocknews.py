@@ -1,4 +1,4 @@
-"""A StockNews.live WebSocket server simulator (see /work/shared/providers/stocknews-websocket.md).
+"""A StockNews.live WebSocket server simulator (see ../shared/providers/stocknews-websocket.md).
 
 Speaks the documented protocol on `/ws?token=...` (connected / news / error messages, 1008
 closes with JSON reasons, client rate limits) and adds knobs for failure injection, usable
@@ -13,7 +13,6 @@ import itertools
 import json
 import random
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
@@ -25,27 +24,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from feeds.outbox import SlidingWindow
+
 from . import newsgen
 
 POLICY_VIOLATION = 1008
 _NUMERIC_FIELDS = {"sentimentScore", "confidence", "price", "priceChange", "volume"}
-
-
-class SlidingWindow:
-    """At most `limit` events in any `window` seconds of `clock`; only allowed events are recorded."""
-
-    def __init__(self, limit: int, window: float, clock: Callable[[], float]) -> None:
-        self.limit, self.window, self._clock = limit, window, clock
-        self._times: deque[float] = deque()
-
-    def hit(self) -> bool:
-        now = self._clock()
-        while self._times and self._times[0] <= now - self.window:
-            self._times.popleft()
-        if len(self._times) >= self.limit:
-            return False
-        self._times.append(now)
-        return True
 
 
 @dataclass(eq=False)
@@ -217,8 +201,8 @@ class StockNewsSimulator:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable\n")
         ip = str(connection.remote_address[0])
         if ip not in self._ip_windows:
-            self._ip_windows[ip] = SlidingWindow(self.max_connection_attempts, self.rate_window, self._clock)
-        if not self._ip_windows[ip].hit():
+            self._ip_windows[ip] = SlidingWindow(self.max_connection_attempts, self.rate_window)
+        if not self._ip_windows[ip].try_record(self._clock()):
             return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "Too many connection attempts\n")
         token = query.get("token", "")
         if self._auth_error(token) is None:
@@ -281,9 +265,9 @@ class StockNewsSimulator:
             await ws.close(POLICY_VIOLATION, error)
             return
         client = _Client(number, ws, token, {
-            "total": SlidingWindow(self.max_messages, self.rate_window, self._clock),
-            "ping": SlidingWindow(self.max_pings, self.rate_window, self._clock),
-            "subscribe": SlidingWindow(self.max_subscribes, self.rate_window, self._clock),
+            "total": SlidingWindow(self.max_messages, self.rate_window),
+            "ping": SlidingWindow(self.max_pings, self.rate_window),
+            "subscribe": SlidingWindow(self.max_subscribes, self.rate_window),
         })
         self._clients.add(client)
         self._changed.set()
@@ -340,9 +324,9 @@ class StockNewsSimulator:
             await self._send(client.ws, {"type": "error", "error": "Invalid message", "message": detail})
 
     def _rate_limited(self, client: _Client, kind: str | None) -> str | None:
-        if not client.limits["total"].hit():
+        if not client.limits["total"].try_record(self._clock()):
             return "messages"
-        if kind in ("ping", "subscribe") and not client.limits[kind].hit():
+        if kind in ("ping", "subscribe") and not client.limits[kind].try_record(self._clock()):
             return f"{kind} messages"
         return None
 
