@@ -375,3 +375,16 @@ def _flag(value: str) -> bool:
 
 def _valid_tickers(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(t, str) for t in value)
+
+
+def build_from_options(options: dict[str, Any]) -> StockNewsSimulator:
+    """Build from `manage.py simulate stocknews` options (see that command)."""
+    interval = options.get("news_interval")
+    return StockNewsSimulator(
+        options.get("token") or ["demo-token"],
+        host=options.get("host", "127.0.0.1"),
+        port=options.get("port", 0),
+        news_interval=interval if interval and interval > 0 else None,  # 0 disables automatic news
+        control_token=options.get("control_token"),
+        seed=options.get("seed"),
+    )

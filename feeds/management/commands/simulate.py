@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.module_loading import import_string
 
 
 class _Simulator(Protocol):
@@ -21,23 +22,12 @@ class _Simulator(Protocol):
     async def stop(self) -> None: ...
 
 
-def _build_stocknews(options: dict[str, Any]) -> _Simulator:
-    from feeds.simulators.stocknews import StockNewsSimulator
-
-    interval = options["news_interval"]
-    return StockNewsSimulator(
-        options["token"] or ["demo-token"],
-        host=options["host"],
-        port=options["port"],
-        news_interval=interval if interval and interval > 0 else None,  # 0 disables automatic news
-        control_token=options["control_token"],
-        seed=options["seed"],
-    )
-
-
-# provider name -> (factory, URL path clients connect to). Add new simulators here.
-SIMULATORS: dict[str, tuple[Callable[[dict[str, Any]], _Simulator], str]] = {
-    "stocknews": (_build_stocknews, "/ws"),
+# provider name -> (dotted path of `build_from_options(options) -> simulator`, path clients use).
+# Each simulator module owns its builder; add new simulators here.
+SIMULATORS: dict[str, tuple[str, str]] = {
+    "stocknews": ("feeds.simulators.stocknews.build_from_options", "/ws"),
+    "insightsentry": ("feeds.simulators.insightsentry.build_from_options", "/live"),
+    "stocktwits": ("feeds.simulators.stocktwits.build_from_options", "/sentiment"),
 }
 
 
@@ -56,7 +46,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=None, help="seed for reproducible content")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        factory, path = SIMULATORS[options["provider"]]
+        dotted, path = SIMULATORS[options["provider"]]
+        factory = import_string(dotted)
         try:
             asyncio.run(self._serve(options["provider"], factory(options), options["host"], path))
         except OSError as exc:
