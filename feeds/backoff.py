@@ -26,6 +26,7 @@ class Backoff:
         self.cap = cap
         self.healthy_after = healthy_after
         self.attempt = 0  # failures in a row since the last healthy period
+        self._floor = 0.0  # a one-off minimum for the next delay (see hold_off)
         self._rng = rng or random.Random()
 
     def ceiling(self) -> float:
@@ -33,9 +34,14 @@ class Backoff:
         return min(self.cap, self.base * (2 ** min(self.attempt, 32)))
 
     def next_delay(self) -> float:
-        delay = self._rng.uniform(0, self.ceiling())
+        delay = max(self._floor, self._rng.uniform(0, self.ceiling()))
+        self._floor = 0.0
         self.attempt += 1
         return delay
+
+    def hold_off(self, seconds: float) -> None:
+        """Make the next delay at least `seconds` (the provider asked us to go away for a while)."""
+        self._floor = max(self._floor, seconds)
 
     def connection_ended(self, *, lasted: float) -> None:
         """Record how long the last connection stayed up; a healthy one resets the policy."""

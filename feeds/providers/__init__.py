@@ -3,4 +3,5 @@ imports lazy, so a worker loads only its own provider's code)."""
 
 FEEDS: dict[str, str] = {
     "stocknews": "feeds.providers.stocknews.feed.StockNewsFeed",
+    "insightsentry": "feeds.providers.insightsentry.feed.InsightSentryFeed",
 }

@@ -27,3 +27,10 @@ def test_a_healthy_period_resets_the_policy():
         backoff.next_delay()
     backoff.connection_ended(lasted=61)
     assert backoff.attempt == 0 and backoff.ceiling() == 1
+
+
+def test_hold_off_sets_a_floor_for_the_next_delay_only():
+    backoff = Backoff(base=1, cap=60, rng=random.Random(1))
+    backoff.hold_off(300)
+    assert backoff.next_delay() == 300
+    assert backoff.next_delay() <= 2
