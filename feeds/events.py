@@ -23,6 +23,7 @@ __all__ = [
     "News",
     "Alert",
     "AlertRevoked",
+    "CrowdPost",
     "EVENT_TYPES",
     "event_from_message",
     "utc",
@@ -176,7 +177,33 @@ class AlertRevoked(Event):
         return (self.kind, self.provider, self.external_id)
 
 
-EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (Quote, Bar, Sentiment, News, Alert, AlertRevoked)}
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CrowdPost(Event):
+    """One social message's sentiment about one symbol (StockTwits firehose).
+
+    Stored one row per (message, symbol); what is published is the per-minute aggregate
+    (a Sentiment event), so a redelivered message can never be counted twice.
+    """
+
+    kind: ClassVar[str] = "crowd_post"
+
+    external_id: str  # the provider's message id
+    cursor: str  # the stream position (StockTwits seq_id: opaque, kept as text)
+    ts: datetime
+    score: float | None
+    user_id: str = ""
+    title: str = ""
+    exchange: str = ""
+    sector: str = ""
+    industry: str = ""
+
+    def dedupe_key(self) -> tuple:
+        return (self.kind, self.provider, self.external_id, self.code)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls for cls in (Quote, Bar, Sentiment, News, Alert, AlertRevoked, CrowdPost)
+}
 
 
 def event_from_message(message: dict[str, Any]) -> Event:

@@ -87,6 +87,7 @@ class FeedState(models.TextChoices):
     CONNECTED = "connected"
     BACKING_OFF = "backing_off"
     AUTH_FAILED = "auth_failed"
+    REFUSED = "refused"  # the provider rejects our request as malformed: a client bug to fix
     DISABLED = "disabled"
     STOPPED = "stopped"
 
@@ -201,3 +202,32 @@ class Alert(models.Model):
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class CrowdMention(models.Model):
+    """One firehose message about one symbol. The unique key makes a resumed stream's overlap
+    harmless; per-minute crowd sentiment is computed from these rows, never incremented."""
+
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    message_id = models.CharField(max_length=64)
+    symbol = models.CharField(max_length=32)
+    instrument = models.ForeignKey(Instrument, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField()
+    score = models.FloatField(null=True)
+    user_id = models.CharField(max_length=64, blank=True)
+    seq_id = models.TextField(help_text="Opaque stream position; text, never a number.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["provider", "message_id", "symbol"], name="crowd_mention_unique")]
+        indexes = [models.Index(fields=["instrument", "created_at"])]
+
+
+class StreamCursor(models.Model):
+    """Where a resumable stream stands, written in the same transaction as what it covers."""
+
+    provider = models.CharField(max_length=32, choices=Provider.choices, unique=True)
+    position = models.TextField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.provider} at {self.position}"

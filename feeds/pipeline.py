@@ -66,7 +66,18 @@ class Pipeline:
                 batch.append(self._queue.get_nowait())
         return batch
 
+    async def wait_idle(self) -> None:
+        """Return once everything submitted so far has been stored (or failed to store)."""
+        await self._queue.join()
+
     async def process(self, batch: list[Event]) -> None:
+        try:
+            await self._process(batch)
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _process(self, batch: list[Event]) -> None:
         try:
             new = await self._store(events=batch)
         except Exception:

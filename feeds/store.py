@@ -10,11 +10,23 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Avg, Count
 
 from . import events as ev
-from .models import PROVIDER_CODE_FIELD, Alert, Bar, Instrument, NewsItem, Quote, SentimentSample
+from .models import (
+    PROVIDER_CODE_FIELD,
+    Alert,
+    Bar,
+    CrowdMention,
+    Instrument,
+    NewsItem,
+    Quote,
+    SentimentSample,
+    StreamCursor,
+)
 
 __all__ = ["events_store", "instruments_resolve"]
 
@@ -39,8 +51,10 @@ def _resolve(events: list[ev.Event]) -> list[ev.Event]:
         hit = maps[event.provider].get(event.code)
         if hit is not None:
             resolved.append(event.resolved(instrument_id=hit[0], symbol=hit[1]))
-        elif isinstance(event, (ev.Alert, ev.AlertRevoked)):
-            resolved.append(event)  # an alert may concern no instrument we know; still stored
+        elif isinstance(event, (ev.Alert, ev.AlertRevoked, ev.CrowdPost)):
+            # Stored even without an instrument we know: an alert is still an alert, and a
+            # stream's position must advance past messages about symbols nobody watches.
+            resolved.append(event)
     return resolved
 
 
@@ -133,6 +147,54 @@ def _store_revocations(revocations: list[ev.AlertRevoked]) -> list[ev.Event]:
     ]
 
 
+def _minute(value):
+    return value.replace(second=0, microsecond=0)
+
+
+def _store_crowd_posts(posts: list[ev.CrowdPost]) -> list[ev.Event]:
+    """Store mentions, advance the cursor, and recompute the per-minute buckets they touch.
+
+    Buckets are recomputed from the stored rows (mean score, message count), so replaying an
+    overlap after a resume changes nothing. The cursor is the last position in this batch:
+    written in the same transaction as the rows, it never runs ahead of what is stored.
+    """
+    CrowdMention.objects.bulk_create(
+        [CrowdMention(provider=p.provider, message_id=p.external_id, symbol=p.code, instrument_id=p.instrument_id,
+                      created_at=p.ts, score=p.score, user_id=p.user_id, seq_id=p.cursor) for p in posts],
+        ignore_conflicts=True,
+    )
+    last = posts[-1]
+    StreamCursor.objects.update_or_create(provider=last.provider, defaults={"position": last.cursor})
+    _fill_instrument_details([p for p in posts if p.instrument_id is not None])
+    buckets = {(p.provider, p.instrument_id, _minute(p.ts)): p for p in posts if p.instrument_id is not None}
+    samples: list[ev.Event] = []
+    for (provider, instrument_id, minute), post in buckets.items():
+        rows = CrowdMention.objects.filter(provider=provider, instrument_id=instrument_id, created_at__gte=minute,
+                                           created_at__lt=minute + timedelta(minutes=1))
+        totals = rows.aggregate(count=Count("id"), mean=Avg("score"))  # Avg skips null scores
+        count, mean = totals["count"], totals["mean"]
+        sample = ev.Sentiment(
+            provider=provider, code=post.code, received_at=post.received_at, instrument_id=instrument_id,
+            symbol=post.symbol, external_id=f"crowd:{minute.isoformat()}", ts=minute, score=mean,
+            scale="-1..1 mean per minute", volume=float(count),
+        )
+        SentimentSample.objects.update_or_create(
+            provider=provider, external_id=sample.external_id, instrument_id=instrument_id,
+            defaults={"ts": minute, "score": mean, "scale": sample.scale, "volume": count, "raw_score": ""},
+        )
+        samples.append(sample)
+    return samples
+
+
+def _fill_instrument_details(posts: list[ev.CrowdPost]) -> None:
+    """Messages carry each symbol's title and exchange: fill them in where we have none."""
+    for post in {p.instrument_id: p for p in posts}.values():
+        if post.title:
+            Instrument.objects.filter(pk=post.instrument_id, name="").update(name=post.title[:200])
+        if post.exchange:
+            Instrument.objects.filter(pk=post.instrument_id, exchange="").update(exchange=post.exchange[:32])
+
+
 _STORERS = {
     ev.Quote: _store_quotes,
     ev.Bar: _store_bars,
@@ -140,6 +202,7 @@ _STORERS = {
     ev.Sentiment: _store_sentiment,
     ev.Alert: _store_alerts,
     ev.AlertRevoked: _store_revocations,
+    ev.CrowdPost: _store_crowd_posts,
 }
 
 

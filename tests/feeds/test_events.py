@@ -22,6 +22,9 @@ SAMPLES = [
             key_factors=("earnings beat", "revenue growth"), source="Stock News", price=175.5),
     ev.Alert(**COMMON, external_id="al-1", triggered_at=T, level="high", headline="Abnormal chatter"),
     ev.AlertRevoked(**COMMON, external_id="al-1", revoked_at=T + timedelta(minutes=5)),
+    ev.CrowdPost(**COMMON, external_id="5556662", cursor="49567487888076093524624994048752032346222860024699420674",
+                 ts=T, score=0.854, user_id="222222", title="Apple Inc.", exchange="NASDAQ", sector="Technology",
+                 industry="Personal Computers"),
 ]
 
 

@@ -1,0 +1,99 @@
+"""StockTwits Firehose sentiment over the reconnecting SSE loop.
+
+Wire reference: ../shared/providers/stocktwits-firehose.md. Basic auth; gzip required (406
+otherwise); `?seq_id=` resumes within 24 h. The position we resume from is the one committed
+with the stored messages (`StreamCursor`): before every reconnect the pipeline is drained and
+the cursor re-read, so a resume never skips a message that was received but not stored, and
+the unique key on (message, symbol) absorbs the overlap. 401 stops (credentials), 406 stops
+(our bug), 503 and anything else back off and retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+from asgiref.sync import sync_to_async
+
+from feeds.backoff import Backoff
+from feeds.pipeline import Pipeline
+from feeds.providers.base import UnsupportedMessage
+from feeds.status import StatusSink
+from feeds.transports.sse import ReconnectingSse, SseRequest, StatusAction
+
+from .parse import PROVIDER, parse_message
+
+__all__ = ["StockTwitsFeed"]
+
+log = logging.getLogger(__name__)
+
+
+def stored_cursor() -> str | None:
+    from feeds.models import StreamCursor
+
+    return StreamCursor.objects.filter(provider=PROVIDER).values_list("position", flat=True).first()
+
+
+class StockTwitsFeed:
+    name = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        username: str,
+        password: str,
+        pipeline: Pipeline,
+        status: StatusSink,
+        backoff: Backoff | None = None,
+        **transport_kwargs,
+    ) -> None:
+        self.endpoint = endpoint
+        self._auth = (username, password)
+        self.pipeline = pipeline
+        self.status = status
+        self.cursor: str | None = None
+        self.transport = ReconnectingSse(
+            self, status=status, backoff=backoff or Backoff(base=1.0, cap=60.0, healthy_after=60.0), **transport_kwargs
+        )
+
+    @classmethod
+    def from_account(cls, account, **kwargs) -> StockTwitsFeed:
+        return cls(endpoint=account.endpoint, username=account.username, password=account.password, **kwargs)
+
+    # -- runner interface ------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.transport.run()
+
+    def stop(self) -> None:
+        self.transport.stop()
+
+    def set_watched(self, codes) -> None:
+        """The firehose sends every symbol; what is watched only decides what gets published."""
+
+    # -- SseSession ------------------------------------------------------------------------
+    async def request(self) -> SseRequest:
+        await self.pipeline.wait_idle()  # everything received so far is stored (or failed)
+        self.cursor = await sync_to_async(stored_cursor)()
+        self.status.detail("cursor", self.cursor)
+        params = {"seq_id": self.cursor} if self.cursor else {}
+        return SseRequest(url=self.endpoint, params=params, auth=self._auth)
+
+    def classify_status(self, status_code: int) -> StatusAction:
+        if status_code == 401:
+            return StatusAction.STOP_AUTH
+        if status_code == 406:
+            return StatusAction.STOP_REFUSED
+        return StatusAction.RECONNECT
+
+    async def on_event(self, data: str) -> None:
+        self.status.message()
+        try:
+            posts = parse_message(data, received_at=datetime.now(timezone.utc))
+        except UnsupportedMessage as exc:
+            self.status.parse_error()
+            log.warning("stocktwits: skipped unparseable message (%s): %.2000s", exc, data)
+            return
+        if posts:
+            self.status.detail("last_seq_id", posts[-1].cursor)
+            await self.pipeline.submit(posts)

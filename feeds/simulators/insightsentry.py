@@ -1,0 +1,440 @@
+"""An InsightSentry realtime WebSocket simulator (see ../shared/providers/insightsentry-realtime.md
+and section A1 of ../shared/notes/providers.md).
+
+Speaks the protocol on `/live`: a `Connecting...` greeting, subscribe messages that carry the
+API key and replace the whole set, quote updates (flat and envelope shapes), series (bar)
+updates on every tick, `server_time` heartbeats, `ping` -> `pong`, and dropped connections on
+any malformed message. Knobs for failure injection work from Python or over HTTP
+(`/control/...` on the same port). Market data comes from the pure `marketgen` module.
+Pure asyncio + websockets: no Django here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from feeds.outbox import SlidingWindow
+
+from . import marketgen
+from .marketgen import Interval, Quote
+
+UNSUPPORTED_DATA = 1003
+POLICY_VIOLATION = 1008
+CODE_RE = re.compile(r"[A-Z0-9._-]+:[A-Z0-9._-]+")
+# Spans must stay under a year: the largest length allowed per unit is one less than these.
+YEAR_IN_UNITS = {"minute": 525600, "hour": 8760, "day": 365, "week": 52, "month": 12}
+FLAT_FIELDS = ("code", "lp_time", "volume", "last_price", "change_percent", "change", "ask", "bid")
+# Envelope items add these, read straight off marketgen.Quote.
+_QUOTE_ATTRS = ("volume", "last_price", "change_percent", "change", "ask", "bid", "ask_size", "bid_size",
+                "prev_close_price", "open_price", "low_price", "high_price", "market_cap")
+_NUMERIC = {*_QUOTE_ATTRS, "lp_time", "delay_seconds"}
+_OPTIONAL_SUB_KEYS = {"extended", "dadj", "recent_bars"}  # newer docs' options: accepted, ignored
+
+
+class ProtocolError(Exception):
+    """A message the real service would drop the connection for."""
+
+    def __init__(self, error: str, message: str, close_code: int = POLICY_VIOLATION) -> None:
+        super().__init__(message)
+        self.error, self.message, self.close_code = error, message, close_code
+
+
+@dataclass(frozen=True)
+class Subscription:
+    code: str
+    type: str  # "quote" | "series"
+    interval: Interval | None = None  # series only
+
+    def as_dict(self) -> dict[str, Any]:
+        extra = {"interval_type": self.interval.unit, "interval_length": self.interval.length} if self.interval else {}
+        return {"code": self.code, "type": self.type, **extra}
+
+
+@dataclass(eq=False)
+class _Client:
+    number: int
+    ws: ServerConnection
+    subscribes: SlidingWindow
+    api_key: str | None = None
+    subscriptions: list[Subscription] = field(default_factory=list)
+
+
+def parse_subscribe(message: Any, api_keys: set[str]) -> tuple[str, list[Subscription]]:
+    """Validate a subscribe message; return (api_key, subscriptions) or raise ProtocolError."""
+    if not isinstance(message, dict):
+        raise ProtocolError("invalid_message", "Expected a JSON object")
+    unknown = set(message) - {"api_key", "subscriptions"}
+    if unknown:
+        raise ProtocolError("invalid_message", f"Unknown field(s): {', '.join(sorted(unknown))}")
+    key = message.get("api_key")
+    if not isinstance(key, str) or key not in api_keys:
+        raise ProtocolError("invalid_api_key", "Missing or invalid API key")
+    subs = message.get("subscriptions")
+    if not isinstance(subs, list) or not subs:
+        raise ProtocolError("invalid_message", "subscriptions must be a non-empty list")
+    return key, list(dict.fromkeys(_parse_subscription(s) for s in subs))  # de-duplicated, in order
+
+
+def _parse_subscription(sub: Any) -> Subscription:
+    def bad(detail: str) -> ProtocolError:
+        return ProtocolError("invalid_message", f"Invalid subscription {json.dumps(sub)[:80]}: {detail}")
+
+    if not isinstance(sub, dict):
+        raise bad("expected an object")
+    # Strict on purpose (the doc's own Python example says `interval`): a typo'd key would
+    # silently fall back to 1-minute bars on the real service, so we surface it here instead.
+    unknown = set(sub) - {"code", "type", "interval_type", "interval_length", "bar_type", "bar_interval"}
+    if unknown - _OPTIONAL_SUB_KEYS:
+        raise bad(f"unknown field(s) {sorted(unknown - _OPTIONAL_SUB_KEYS)}")
+    code, kind = sub.get("code"), sub.get("type", "series")
+    if not isinstance(code, str) or not CODE_RE.fullmatch(code):
+        raise bad("code must look like EXCHANGE:SYMBOL")
+    if kind not in ("quote", "series"):
+        raise bad("type must be 'quote' or 'series'")
+    old, new = {"interval_type", "interval_length"} & set(sub), {"bar_type", "bar_interval"} & set(sub)
+    if old and new:
+        raise bad("mixes interval_type/interval_length with bar_type/bar_interval")
+    unit = sub.get("bar_type" if new else "interval_type", "minute")
+    length = sub.get("bar_interval" if new else "interval_length", 1)
+    if unit not in marketgen.UNIT_CODES:
+        raise bad(f"interval type must be one of {', '.join(marketgen.UNIT_CODES)}")
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        raise bad("interval length must be a positive integer")
+    if unit == "second" and length != 1:
+        raise bad("only 1 is allowed for second bars")
+    if unit != "second" and length >= YEAR_IN_UNITS[unit]:
+        raise bad("bars must span less than a year")
+    return Subscription(code, kind, Interval(unit, length) if kind == "series" else None)
+
+
+class InsightSentrySimulator:
+    """Knobs: silent (frozen: sends nothing, keeps sockets), emit_quote(), send_error(),
+    close_all(), drop_all(), evict(), max_connections, delays, quote_shape.
+    Observability: connection_attempts, open_connections, received, subscriptions_of(), wait_for()."""
+
+    def __init__(
+        self, api_keys: Iterable[str] = ("demo-key",), *, host: str = "127.0.0.1", port: int = 0,
+        tick_interval: float | None = 0.25, heartbeat_interval: float | None = 10.0,
+        quote_shape: str = "mixed", delays: dict[str, int] | None = None, max_connections: int = 2,
+        control_token: str | None = None, seed: int | None = None,
+        clock: Callable[[], float] = time.time, max_subscribes: int = 300, subscribe_window: float = 300.0,
+    ) -> None:
+        assert quote_shape in ("flat", "envelope", "mixed"), quote_shape
+        self.api_keys = set(api_keys)
+        self.host, self._requested_port = host, port
+        self.tick_interval, self.heartbeat_interval = tick_interval, heartbeat_interval
+        self.quote_shape = quote_shape
+        self.delays = dict(delays or {})  # code -> delay_seconds (0 real-time, 900 delayed, -1 EOD)
+        self.max_connections = max_connections
+        self.control_token = control_token
+        self._clock = clock
+        # Reported: >~300 subscribe messages per 5 minutes are ignored while the feed goes on.
+        self.max_subscribes, self.subscribe_window = max_subscribes, subscribe_window
+        self.silent = False
+        self.connection_attempts = 0
+        self.received: list[tuple[int, Any]] = []
+        self._market = marketgen.Market(random.Random(seed), default_dt=tick_interval or 0.25)
+        self._bars: dict[tuple[str, Interval], marketgen.BarAggregator] = {}
+        self._rounds = itertools.count()  # alternates shapes when quote_shape == "mixed"
+        self._numbers = itertools.count(1)
+        self._clients: dict[int, _Client] = {}
+        self._changed = asyncio.Event()
+        self._server: Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # ping_interval=None: clients keep the link alive with text `ping`; protocol-level pings
+        # from us would hide client keep-alive bugs.
+        self._server = await serve(self._handle, self.host, self._requested_port,
+                                   process_request=self._process_request, ping_interval=None)
+        self._tasks = [asyncio.create_task(self._tick_loop()), asyncio.create_task(self._heartbeat_loop())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server:
+            self._server.close()  # closes open connections with 1001 (going away)
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> InsightSentrySimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the simulator first"
+        return self._server.sockets[0].getsockname()[1]
+
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return f"ws://{host}:{self.port}/live"
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._clients)
+
+    def subscriptions_of(self, connection_number: int) -> list[dict[str, Any]]:
+        """The connection's current set (older spelling, defaults filled in); [] once closed."""
+        client = self._clients.get(connection_number)
+        return [s.as_dict() for s in client.subscriptions] if client else []
+
+    # -- knobs -------------------------------------------------------------------------------
+
+    def emit_quote(self, code: str, price: float, **fields: Any) -> dict[str, Any]:
+        """Trade `code` at `price` now: send the quote update (fields override its values) to
+        the code's quote subscribers, fold it into the bars and send the changed series."""
+        tick = self._market.tick(code, self._clock(), price=float(price))
+        return self._dispatch([tick], fields)
+
+    def send_error(self, error: str, **fields: Any) -> int:
+        """Send `{"error": error, **fields}` to every open connection; returns how many."""
+        return self._broadcast(self._all_ws(), {"error": error, **fields})
+
+    async def close_all(self, code: int = 1000, reason: str = "") -> int:
+        connections = self._all_ws()
+        await asyncio.gather(*(ws.close(code, reason) for ws in connections), return_exceptions=True)
+        return len(connections)
+
+    def drop_all(self) -> int:
+        """Abort every TCP connection without a close frame (a crashed server or dead network)."""
+        connections = self._all_ws()
+        for ws in connections:
+            ws.transport.abort()
+        return len(connections)
+
+    async def evict(self, api_key: str) -> int:
+        victims = [c.ws for c in self._clients.values() if c.api_key == api_key]
+        self._broadcast(victims, {"error": "connection_evicted", "message": "Connection evicted"})
+        await asyncio.gather(*(ws.close(POLICY_VIOLATION, "connection_evicted") for ws in victims),
+                             return_exceptions=True)
+        return len(victims)
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait until `predicate()` is true: woken by state changes, re-checked every 10 ms."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), 0.01)
+                except TimeoutError:
+                    pass
+
+    # -- HTTP: control endpoint and path check -----------------------------------------------
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path.startswith("/control/"):
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            return await self._control(connection, url.path.removeprefix("/control/"), query)
+        if url.path != "/live":
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        self.connection_attempts += 1
+        self._changed.set()
+        return None  # no auth at the handshake: the key comes with each subscribe message
+
+    async def _control(self, connection: ServerConnection, action: str, query: dict[str, str]) -> Response:
+        if self.control_token is None or query.pop("token", None) != self.control_token:
+            return _json(connection, HTTPStatus.FORBIDDEN, {"error": "Forbidden"})
+        try:
+            if action == "emit_quote":
+                code, price = query.pop("code"), float(query.pop("price"))
+                fields = {k: _coerce(k, v) for k, v in query.items()}
+                return _json(connection, HTTPStatus.OK, self.emit_quote(code, price, **fields))
+            if action == "error":
+                sent = self.send_error(query.pop("error"), **query)
+                return _json(connection, HTTPStatus.OK, {"sent": sent})
+            if action == "close":
+                closed = await self.close_all(int(query.get("code", "1000")), query.get("reason", ""))
+                return _json(connection, HTTPStatus.OK, {"closed": closed})
+            if action == "drop":
+                return _json(connection, HTTPStatus.OK, {"dropped": self.drop_all()})
+            if action == "evict":
+                return _json(connection, HTTPStatus.OK, {"evicted": await self.evict(query["api_key"])})
+            if action == "silent":
+                self.silent = query.get("on", "1").strip().lower() in {"1", "true", "yes", "on"}
+            elif action != "stats":
+                return _json(connection, HTTPStatus.NOT_FOUND, {"error": f"Unknown action {action!r}"})
+        except (KeyError, ValueError) as exc:
+            return _json(connection, HTTPStatus.BAD_REQUEST, {"error": f"Bad request: {exc}"})
+        return _json(connection, HTTPStatus.OK, {
+            "connectionAttempts": self.connection_attempts, "openConnections": self.open_connections,
+            "received": len(self.received), "silent": self.silent,
+            "subscriptions": {n: self.subscriptions_of(n) for n in self._clients}})
+
+    # -- connection handler ------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        client = _Client(next(self._numbers), ws, SlidingWindow(self.max_subscribes, self.subscribe_window))
+        self._clients[client.number] = client
+        self._changed.set()
+        try:
+            self._broadcast([ws], {"message": "Connecting..."})
+            async for raw in ws:
+                await self._on_message(client, raw)
+                if ws.state is not State.OPEN:
+                    break  # we dropped it: ignore whatever was still buffered
+        except ConnectionClosed:
+            pass
+        finally:
+            del self._clients[client.number]
+            self._changed.set()
+
+    async def _on_message(self, client: _Client, raw: str | bytes) -> None:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        try:
+            message: Any = json.loads(text)
+            is_json = True
+        except ValueError:
+            message, is_json = text, False  # recorded raw so tests can see what was sent
+        self.received.append((client.number, message))
+        self._changed.set()
+        if self.silent:
+            return  # frozen: reads, but neither replies nor enforces anything
+        if text.strip() == "ping" and not isinstance(raw, bytes):
+            await client.ws.send("pong")  # bare text, not JSON, as documented
+            return
+        if not client.subscribes.try_record(self._clock()):
+            return  # over the subscribe budget: ignored, the feed goes on
+        try:
+            if isinstance(raw, bytes):
+                # 1003 is for a data type the endpoint cannot take (binary on a text protocol).
+                raise ProtocolError("invalid_message", "Binary frames are not supported", UNSUPPORTED_DATA)
+            if not is_json:
+                raise ProtocolError("invalid_message", "Message is not valid JSON")
+            key, subs = parse_subscribe(message, self.api_keys)
+            others = sum(1 for c in self._clients.values() if c.api_key == key and c is not client)
+            if key != client.api_key and others >= self.max_connections:
+                raise ProtocolError("max_connections_exceeded", "Too many connections for this API key")
+        except ProtocolError as exc:
+            # Malformed JSON is not a frame-type problem, so everything else closes with 1008
+            # (policy violation), RFC 6455's code when no more specific one fits.
+            self._broadcast([client.ws], {"error": exc.error, "message": exc.message})
+            await client.ws.close(exc.close_code, exc.error)
+            return
+        client.api_key, client.subscriptions = key, subs  # replaces the whole set
+        self._changed.set()
+
+    # -- market data -------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval or 0.25)
+            if self.tick_interval and not self.silent:  # can be set to None/0 at runtime to pause
+                now = self._clock()
+                codes = sorted({s.code for c in self._clients.values() for s in c.subscriptions})
+                if codes:
+                    self._dispatch([self._market.tick(code, now) for code in codes], {})
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval or 1.0)
+            if self.heartbeat_interval:
+                self._broadcast(self._all_ws(), {"server_time": int(self._clock() * 1000)})
+
+    def _dispatch(self, ticks: list[Quote], overrides: dict[str, Any]) -> dict[str, Any]:
+        """Send one round of ticks as quotes and series updates; return the last quote message."""
+        round_ = next(self._rounds)
+        shape = self.quote_shape if self.quote_shape != "mixed" else ("flat", "envelope")[round_ % 2]
+        items = {t.code: {**self._quote_item(t), **overrides} for t in ticks}
+        now_ms = int(self._clock() * 1000)
+        if shape == "flat":
+            flats = {code: {k: item.get(k) for k in FLAT_FIELDS} for code, item in items.items()}
+            for code, flat in flats.items():
+                self._broadcast(self._subscribers(code, "quote"), flat)
+            result = flats[ticks[-1].code]
+        else:
+            # One envelope per connection, holding every quote it subscribes to in this round.
+            for client in self._clients.values():
+                mine = [items[s.code] for s in client.subscriptions if s.type == "quote" and s.code in items]
+                if mine:
+                    self._broadcast([client.ws], _envelope(now_ms, mine))
+            result = _envelope(now_ms, [items[ticks[-1].code]])
+        for tick in ticks:
+            self._send_series(tick)
+        return result
+
+    def _quote_item(self, t: Quote) -> dict[str, Any]:
+        return {"code": t.code, "status": "OPEN", "lp_time": int(t.time), **{k: getattr(t, k) for k in _QUOTE_ATTRS},
+                "currency_code": "USD", "delay_seconds": self.delays.get(t.code, 0)}
+
+    def _send_series(self, tick: Quote) -> None:
+        """Fold the tick into every subscribed interval of its code; push bars that changed."""
+        intervals = {s.interval for c in self._clients.values() for s in c.subscriptions
+                     if s.code == tick.code and s.interval is not None}
+        for interval in intervals:
+            aggregator = self._bars.get((tick.code, interval))
+            if aggregator is None:
+                aggregator = self._bars[(tick.code, interval)] = marketgen.BarAggregator(interval)
+            bar = aggregator.add(tick.time, tick.last_price, tick.size)
+            if bar is not None:
+                message = {"code": tick.code, "bar_end": interval.end_of(bar.time),
+                           "bar_type": interval.bar_type, "series": [bar.as_dict()]}
+                self._broadcast(self._subscribers(tick.code, "series", interval), message)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _subscribers(self, code: str, kind: str, interval: Interval | None = None) -> list[ServerConnection]:
+        wanted = Subscription(code, kind, interval)
+        return [c.ws for c in self._clients.values() if wanted in c.subscriptions]
+
+    def _all_ws(self) -> list[ServerConnection]:
+        return list(self._server.connections) if self._server else []
+
+    def _broadcast(self, connections: Iterable[ServerConnection], message: dict[str, Any]) -> int:
+        """Queue `message` on each open connection without awaiting; nothing while silent."""
+        targets = [ws for ws in connections if ws.state is State.OPEN]
+        if targets and not self.silent:
+            broadcast(targets, json.dumps(message))
+        return len(targets)
+
+
+def _envelope(now_ms: int, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"last_update": now_ms, "total_items": len(items), "data": items}
+
+
+def _json(connection: ServerConnection, status: HTTPStatus, payload: dict[str, Any]) -> Response:
+    response = connection.respond(status, json.dumps(payload))
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = "application/json"
+    return response
+
+
+def _coerce(key: str, value: str) -> Any:
+    """Query strings are text; numeric quote fields must stay numbers in the emitted JSON."""
+    if key not in _NUMERIC:
+        return value
+    number = float(value)
+    return int(number) if number.is_integer() else number
+
+
+def build_from_options(options: dict[str, Any]) -> InsightSentrySimulator:
+    """Build from `manage.py simulate insightsentry` options (see that command)."""
+    interval = options.get("news_interval")  # the command's generic rate knob: the quote tick here
+    return InsightSentrySimulator(
+        options.get("token") or ["demo-key"],
+        host=options.get("host", "127.0.0.1"),
+        port=options.get("port", 0),
+        tick_interval=interval if interval and interval > 0 else 0.25,
+        control_token=options.get("control_token"),
+        seed=options.get("seed"),
+    )
