@@ -27,6 +27,9 @@ __all__ = ["run_feed", "watched_codes", "UnknownProvider"]
 
 log = logging.getLogger(__name__)
 
+# The provider refused us for a reason a restart cannot fix: the worker exits with code 3.
+REFUSAL_STATES = ("auth_failed", "refused")
+
 
 class UnknownProvider(LookupError):
     pass
@@ -92,11 +95,11 @@ async def run_feed(provider: str, *, stop: asyncio.Event, feed_kwargs: dict | No
             task.cancel()
         await asyncio.gather(*helpers, stop_task, return_exceptions=True)
         await pipeline.drain()
-        if status.state == "auth_failed":
+        if status.state in REFUSAL_STATES:
             await status.flush()  # keep the refusal visible: it needs a person, not a restart
         else:
             await status.set_state("stopped")
     if feed_task.done() and not feed_task.cancelled() and feed_task.exception():
         log.error("%s: feed crashed", provider, exc_info=feed_task.exception())
         return 1
-    return 3 if status.state == "auth_failed" else 0
+    return 3 if status.state in REFUSAL_STATES else 0

@@ -1,12 +1,8 @@
-"""An InsightSentry realtime WebSocket simulator (see ../shared/providers/insightsentry-realtime.md
-and section A1 of ../shared/notes/providers.md).
-
-Speaks the protocol on `/live`: a `Connecting...` greeting, subscribe messages that carry the
-API key and replace the whole set, quote updates (flat and envelope shapes), series (bar)
-updates on every tick, `server_time` heartbeats, `ping` -> `pong`, and dropped connections on
-any malformed message. Knobs for failure injection work from Python or over HTTP
-(`/control/...` on the same port). Market data comes from the pure `marketgen` module.
-Pure asyncio + websockets: no Django here.
+"""An InsightSentry realtime WebSocket simulator (../shared/providers/insightsentry-realtime.md,
+../shared/notes/providers.md A1): `/live`, a greeting, subscribe messages that carry the key and
+replace the set, flat/envelope quotes, series bars on every tick, heartbeats, `ping`/`pong`, and
+a dropped connection for any malformed message. Failure-injection knobs work from Python or over
+HTTP (`/control/...`). Market data comes from the pure `marketgen`. No Django here.
 """
 
 from __future__ import annotations
@@ -34,7 +30,8 @@ from .marketgen import Interval, Quote
 
 UNSUPPORTED_DATA = 1003
 POLICY_VIOLATION = 1008
-CODE_RE = re.compile(r"[A-Z0-9._-]+:[A-Z0-9._-]+")
+# EXCHANGE:SYMBOL; `!` only ends continuous futures symbols (CME_MINI:ES1!), which our client allows.
+CODE_RE = re.compile(r"[A-Z0-9._-]+:[A-Z0-9._-]+!?")
 # Spans must stay under a year: the largest length allowed per unit is one less than these.
 YEAR_IN_UNITS = {"minute": 525600, "hour": 8760, "day": 365, "week": 52, "month": 12}
 FLAT_FIELDS = ("code", "lp_time", "volume", "last_price", "change_percent", "change", "ask", "bid")
@@ -60,8 +57,10 @@ class Subscription:
     interval: Interval | None = None  # series only
 
     def as_dict(self) -> dict[str, Any]:
-        extra = {"interval_type": self.interval.unit, "interval_length": self.interval.length} if self.interval else {}
-        return {"code": self.code, "type": self.type, **extra}
+        if self.interval is None:
+            return {"code": self.code, "type": self.type}
+        return {"code": self.code, "type": self.type, "interval_type": self.interval.unit,
+                "interval_length": self.interval.length}
 
 
 @dataclass(eq=False)
@@ -224,7 +223,7 @@ class InsightSentrySimulator:
 
     async def evict(self, api_key: str) -> int:
         victims = [c.ws for c in self._clients.values() if c.api_key == api_key]
-        self._broadcast(victims, {"error": "connection_evicted", "message": "Connection evicted"})
+        self._broadcast(victims, {"error": "connection_evicted"})
         await asyncio.gather(*(ws.close(POLICY_VIOLATION, "connection_evicted") for ws in victims),
                              return_exceptions=True)
         return len(victims)
@@ -358,7 +357,8 @@ class InsightSentrySimulator:
         items = {t.code: {**self._quote_item(t), **overrides} for t in ticks}
         now_ms = int(self._clock() * 1000)
         if shape == "flat":
-            flats = {code: {k: item.get(k) for k in FLAT_FIELDS} for code, item in items.items()}
+            keys = (*FLAT_FIELDS, *overrides)  # overrides may add fields, e.g. to test unknown keys
+            flats = {code: {k: item.get(k) for k in keys} for code, item in items.items()}
             for code, flat in flats.items():
                 self._broadcast(self._subscribers(code, "quote"), flat)
             result = flats[ticks[-1].code]
@@ -374,7 +374,8 @@ class InsightSentrySimulator:
         return result
 
     def _quote_item(self, t: Quote) -> dict[str, Any]:
-        return {"code": t.code, "status": "OPEN", "lp_time": int(t.time), **{k: getattr(t, k) for k in _QUOTE_ATTRS},
+        return {"code": t.code, "status": "OPEN", "lp_time": int(t.time),
+                **{k: getattr(t, k) for k in _QUOTE_ATTRS},
                 "currency_code": "USD", "delay_seconds": self.delays.get(t.code, 0)}
 
     def _send_series(self, tick: Quote) -> None:

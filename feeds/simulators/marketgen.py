@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 
 from .newsgen import UNIVERSE, Company, make_company
 
-__all__ = ["EXCHANGES", "UNIVERSE_CODES", "Instrument", "Quote", "Market", "Interval", "Bar",
-           "BarAggregator", "UNIT_CODES", "UNIT_SECONDS"]
+__all__ = ["EXCHANGES", "UNIVERSE_CODES", "Instrument", "Quote", "Market", "make_instrument", "book",
+           "Interval", "Bar", "BarAggregator", "UNIT_CODES", "UNIT_SECONDS"]
 
 # Primary listings of the shared news universe (Walmart moved from NYSE to Nasdaq in Dec 2025).
 EXCHANGES: dict[str, str] = {

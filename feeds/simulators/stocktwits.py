@@ -1,10 +1,8 @@
 """A StockTwits Firehose sentiment stream simulator (see ../shared/providers/stocktwits-firehose.md).
 
-Serves `GET /sentiment[?seq_id=...]` over plain HTTP/1.1 (asyncio streams, no framework): Basic
-auth, mandatory gzip (406 otherwise), one gzip stream per response flushed after every event and
-sent as chunked transfer encoding, SSE `data:` events with 56-digit `seq_id`s, resume from a ring
-buffer, keep-alive comments, and fault knobs (cut mid-event, silence, oversize, status codes),
-usable from Python or over HTTP (`/control/...` on the same port). No Django here.
+`GET /sentiment[?seq_id=...]` over plain asyncio HTTP/1.1: Basic auth, gzip required (else 406), one
+gzip stream per response sync-flushed after each event into chunked encoding, resume from a ring
+buffer, and fault knobs, from Python or over HTTP (`/control/...`, same port). No Django here.
 """
 
 from __future__ import annotations
@@ -31,16 +29,17 @@ NOT_ACCEPTABLE_TEXT = (
 # 36 fixed digits + a 20-digit counter: equal-length strings compare like the numbers they spell,
 # and at 56 digits they fit neither an int64 nor a float exactly, so clients must keep them as text.
 SEQ_PREFIX = "495674878880760935246249940487520323"
-FRAMINGS = ("sse", "bare", "mixed")
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 _NASDAQ = {"AAPL", "MSFT", "NVDA", "AMD", "TSLA", "AMZN", "GOOGL", "META"}
-_INDUSTRY = {
-    "AAPL": "Consumer Electronics", "MSFT": "Software - Infrastructure", "NVDA": "Semiconductors",
-    "AMD": "Semiconductors", "TSLA": "Auto Manufacturers", "AMZN": "Internet Retail",
-    "GOOGL": "Internet Content & Information", "META": "Internet Content & Information",
-    "DIS": "Entertainment", "JPM": "Banks - Diversified", "V": "Credit Services",
-    "XOM": "Oil & Gas Integrated", "CVX": "Oil & Gas Integrated", "JNJ": "Drug Manufacturers - General",
-    "PFE": "Drug Manufacturers - General", "WMT": "Discount Stores", "BA": "Aerospace & Defense",
-}
+_INDUSTRY = dict(pair.split("=") for pair in (  # newsgen has sectors only
+    "AAPL=Consumer Electronics|MSFT=Software - Infrastructure|NVDA=Semiconductors|AMD=Semiconductors|"
+    "TSLA=Auto Manufacturers|AMZN=Internet Retail|GOOGL=Internet Content & Information|"
+    "META=Internet Content & Information|DIS=Entertainment|JPM=Banks - Diversified|V=Credit Services|"
+    "XOM=Oil & Gas Integrated|CVX=Oil & Gas Integrated|JNJ=Drug Manufacturers - General|"
+    "PFE=Drug Manufacturers - General|WMT=Discount Stores|BA=Aerospace & Defense").split("|"))
+# /control/<action>?<param>=N sets the knob; an empty value clears it.
+_INT_KNOBS = {"fail": ("status", "fail_with"), "cut": ("after", "cut_mid_event_after"),
+              "oversize": ("bytes", "oversize_next")}
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,6 @@ class _Item:
 
 @dataclass(eq=False)
 class _Stream:
-    number: int
     writer: asyncio.StreamWriter
     cut_after: int | None  # snapshot of the knob: it applies per new connection
     pending: deque[_Item] = field(default_factory=deque)
@@ -59,14 +57,14 @@ class _Stream:
     sent: list[str] = field(default_factory=list)
     closing: bool = False  # close cleanly (gzip trailer + terminating chunk)
     gone: bool = False  # the client hung up
-    # wbits=31: zlib with gzip framing; one compressor for the whole response body.
+    # wbits=31: deflate with gzip framing; one compressor for the whole response body.
     gzip: Any = field(default_factory=lambda: zlib.compressobj(6, zlib.DEFLATED, 31))
 
 
 class StockTwitsSimulator:
-    """Knobs: fail_with (status), cut_mid_event_after, silent, oversize_next, framing, split_chunks,
-    interval, keepalive_interval, emit(), close_all(). Observability: connection_attempts, requests,
-    open_streams, sent (seq_ids per stream, in accept order), buffer, wait_for()."""
+    """Knobs: fail_with (status), cut_mid_event_after, silent, oversize_next, framing ("sse" | "bare"
+    | "mixed"), split_chunks, interval, keepalive_interval, emit(), close_all(). Observability:
+    connection_attempts, requests, open_streams, sent (seq_ids per stream), buffer, wait_for()."""
 
     def __init__(
         self, credentials: Iterable[str] = ("demo:demo-password",), *, host: str = "127.0.0.1",
@@ -74,20 +72,16 @@ class StockTwitsSimulator:
         buffer_size: int = 10_000, control_token: str | None = None, seed: int | None = None,
         framing: str = "sse", split_chunks: bool = False,
     ) -> None:
-        self.credentials = set(credentials)
+        self.credentials = set(credentials)  # "username:password"
         self.host, self._requested_port = host, port
-        self.interval, self.keepalive_interval = interval, keepalive_interval
-        self.control_token = control_token
-        # Fault knobs.
-        self.framing, self.split_chunks = framing, split_chunks
+        self.interval, self.keepalive_interval = interval, keepalive_interval  # interval None: emit() only
+        self.control_token, self.framing, self.split_chunks = control_token, framing, split_chunks
         self.fail_with: int | None = None
         self.cut_mid_event_after: int | None = None
         self.oversize_next: int | None = None
-        self._silent = False
-        # Observability.
-        self.connection_attempts = 0
+        self._silent, self.connection_attempts = False, 0
         self.requests: list[tuple[str, dict[str, str]]] = []
-        self.sent: list[list[str]] = []
+        self.sent: list[list[str]] = []  # one list per accepted stream, in order
         self.buffer: deque[_Item] = deque(maxlen=buffer_size)  # stands in for the 24 h window
         self._rng = random.Random(seed)
         self._chunk_rng = random.Random(seed)  # separate, so chunking never changes the content
@@ -111,8 +105,6 @@ class StockTwitsSimulator:
         self._emitter = asyncio.create_task(self._emit_loop())
 
     async def stop(self) -> None:
-        if self._emitter:
-            self._emitter.cancel()
         if self._server:
             self._server.close()
         # Python 3.11's wait_closed() does not wait for handlers, so cancel them ourselves.
@@ -158,7 +150,8 @@ class StockTwitsSimulator:
         """Generate one message now, buffer it and queue it on every open stream; returns it."""
         companies = [self._company(s) for s in symbols] if symbols else self._pick_companies()
         moods = [self._drift(c.ticker) for c in companies]
-        score = sentiment_score if sentiment_score is not None else sum(moods) / len(moods) + self._rng.gauss(0, 0.3)
+        if sentiment_score is None:
+            sentiment_score = sum(moods) / len(moods) + self._rng.gauss(0, 0.3)
         self._message_id += self._rng.randint(1, 40)  # messages without sentiment fall in between
         self._seq += self._rng.randint(1, 9_999)
         message: dict[str, Any] = {
@@ -167,7 +160,7 @@ class StockTwitsSimulator:
             "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             # A few heavy posters, a long tail of occasional ones.
             "user_id": self._users[min(int((self._rng.paretovariate(1.1) - 1) * 20), len(self._users) - 1)],
-            "sentiment_score": round(max(-1.0, min(1.0, float(score))), 3),
+            "sentiment_score": round(max(-1.0, min(1.0, float(sentiment_score))), 3),
             "symbols": [_symbol(c) for c in companies],
         }
         if self.oversize_next:
@@ -227,7 +220,7 @@ class StockTwitsSimulator:
 
     def _frame(self, item: _Item) -> str:
         style = self.framing
-        if style == "mixed":  # deterministic rotation, so tests know what each event looks like
+        if style == "mixed":  # deterministic by seq_id, so tests know what each event looks like
             style = ("sse", "sse-id", "bare")[int(item.seq_id) % 3]
         if style == "bare":
             return item.text + "\n"
@@ -241,12 +234,11 @@ class StockTwitsSimulator:
         self._tasks.add(task)
         try:
             request = await _read_request(reader)
-            if request is None:
-                await _respond(writer, 400, "Bad Request\n")
-            else:
-                await self._route(reader, writer, *request)
+            await (self._route(reader, writer, *request) if request else _respond(writer, 400, "Bad Request\n"))
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass  # the client went away or stalled: nothing more to say
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (3.11's start_server logs a handler that ends cancelled)
         finally:
             self._tasks.discard(task)
             writer.close()
@@ -264,48 +256,43 @@ class StockTwitsSimulator:
             return await _respond(writer, 405, "Method Not Allowed\n", {"Allow": "GET"})
         self.connection_attempts += 1
         self._changed.set()
-        # An outage comes before anything else: the real front end answers 503 without checking.
+        # An outage comes before anything else: a failing front end answers without checking.
         if self.fail_with:
-            return await _respond(writer, self.fail_with, f"{_phrase(self.fail_with)}: simulated failure\n")
+            return await _respond(writer, self.fail_with, f"{_PHRASES.get(self.fail_with, 'Error')}\n")
         if _basic_credentials(headers.get("authorization", "")) not in self.credentials:
             return await _respond(writer, 401, "Unauthorized: invalid credentials\n",
                                   {"WWW-Authenticate": 'Basic realm="firestream"'})
         codings = {c.split(";")[0].strip().lower() for c in headers.get("accept-encoding", "").split(",")}
-        if "gzip" not in codings:
-            body = json.dumps({"response": {"status": 406}, "errors": [{"message": NOT_ACCEPTABLE_TEXT}]})
-            return await _respond(writer, 406, body, content_type="application/json")
+        if "gzip" not in codings:  # minimal: a "gzip;q=0" would still count as accepted
+            return await _respond(writer, 406, {"response": {"status": 406},
+                                                 "errors": [{"message": NOT_ACCEPTABLE_TEXT}]})
         await self._serve_stream(reader, writer, query.get("seq_id"))
 
     async def _control(self, writer: asyncio.StreamWriter, action: str, query: dict[str, str]) -> None:
         if self.control_token is None or query.pop("token", None) != self.control_token:
-            return await _respond_json(writer, 403, {"error": "Forbidden"})
+            return await _respond(writer, 403, {"error": "Forbidden"})
         try:
             if action == "emit":
                 symbols = [s for s in query.get("symbols", "").split(",") if s.strip()] or None
                 score = float(query["sentiment_score"]) if query.get("sentiment_score") else None
-                return await _respond_json(writer, 200, self.emit(symbols, score))
+                return await _respond(writer, 200, self.emit(symbols, score))
             if action == "close":
-                return await _respond_json(writer, 200, {"closed": await self.close_all()})
-            if action == "fail":
-                self.fail_with = int(query["status"]) if query.get("status") else None
-            elif action == "cut":
-                self.cut_mid_event_after = int(query["after"]) if query.get("after") else None
+                return await _respond(writer, 200, {"closed": await self.close_all()})
+            if action in _INT_KNOBS:
+                param, knob = _INT_KNOBS[action]
+                setattr(self, knob, int(query[param]) if query.get(param) else None)
             elif action == "silent":
                 self.silent = query.get("on", "1").strip().lower() in {"1", "true", "yes", "on"}
-            elif action == "oversize":
-                self.oversize_next = int(query["bytes"]) if query.get("bytes") else None
             elif action != "stats":
-                return await _respond_json(writer, 404, {"error": f"Unknown action {action!r}"})
+                return await _respond(writer, 404, {"error": f"Unknown action {action!r}"})
         except (KeyError, ValueError) as exc:
-            return await _respond_json(writer, 400, {"error": f"Bad request: {exc}"})
-        await _respond_json(writer, 200, self._stats())
-
-    def _stats(self) -> dict[str, Any]:
-        return {"connection_attempts": self.connection_attempts, "open_streams": self.open_streams,
-                "sent": sum(map(len, self.sent)), "buffered": len(self.buffer),
-                "last_seq_id": self.buffer[-1].seq_id if self.buffer else None,
-                "fail_with": self.fail_with, "cut_mid_event_after": self.cut_mid_event_after,
-                "silent": self.silent, "oversize_next": self.oversize_next, "framing": self.framing}
+            return await _respond(writer, 400, {"error": f"Bad request: {exc}"})
+        await _respond(writer, 200, {
+            "connection_attempts": self.connection_attempts, "open_streams": self.open_streams,
+            "sent": sum(map(len, self.sent)), "buffered": len(self.buffer),
+            "last_seq_id": self.buffer[-1].seq_id if self.buffer else None, "fail_with": self.fail_with,
+            "cut_mid_event_after": self.cut_mid_event_after, "silent": self.silent,
+            "oversize_next": self.oversize_next, "framing": self.framing})
 
     # -- the stream --------------------------------------------------------------------------
 
@@ -315,7 +302,7 @@ class StockTwitsSimulator:
                                  "Cache-Control": "no-cache", "Transfer-Encoding": "chunked",
                                  "Connection": "close"}))
         await writer.drain()
-        stream = _Stream(len(self.sent) + 1, writer, self.cut_mid_event_after)
+        stream = _Stream(writer, self.cut_mid_event_after)
         # Replay and registration happen without an await in between: no gap, no duplicate.
         stream.pending.extend(self._replay_after(seq_id))
         self.sent.append(stream.sent)
@@ -331,9 +318,8 @@ class StockTwitsSimulator:
 
     def _replay_after(self, seq_id: str | None) -> list[_Item]:
         """Buffered items after `seq_id`; an unknown or too old cursor starts live, like the real one."""
-        if not seq_id or not self.buffer or len(seq_id) != len(self.buffer[0].seq_id):
-            return []
-        if not self.buffer[0].seq_id <= seq_id <= self.buffer[-1].seq_id:
+        if not (seq_id and self.buffer and len(seq_id) == len(self.buffer[0].seq_id)
+                and self.buffer[0].seq_id <= seq_id <= self.buffer[-1].seq_id):
             return []
         return [item for item in self.buffer if item.seq_id > seq_id]
 
@@ -342,8 +328,7 @@ class StockTwitsSimulator:
         last_write = loop.time()
         while not stream.gone:
             if stream.closing:
-                tail = stream.gzip.flush(zlib.Z_FINISH)
-                stream.writer.write(_chunk(tail) + b"0\r\n\r\n")
+                stream.writer.write(_chunk(stream.gzip.flush(zlib.Z_FINISH)) + b"0\r\n\r\n")
                 await stream.writer.drain()
                 return
             if self.silent:  # frozen: hold everything back, keep-alives included
@@ -362,22 +347,20 @@ class StockTwitsSimulator:
                 last_write = loop.time()
 
     async def _send(self, stream: _Stream, text: str) -> None:
-        # The sync flush emits everything compressed so far, so the event decodes on arrival.
-        piece = stream.gzip.compress(text.encode()) + stream.gzip.flush(zlib.Z_SYNC_FLUSH)
-        if self.split_chunks:  # awkward boundaries: chunks of 1-7 bytes
-            chunks, start = [], 0
+        piece = _compress(stream, text)
+        pieces = [piece]
+        if self.split_chunks:  # awkward boundaries for decoders: HTTP chunks of 1-7 bytes
+            pieces, start = [], 0
             while start < len(piece):
                 size = self._chunk_rng.randint(1, 7)
-                chunks.append(_chunk(piece[start:start + size]))
+                pieces.append(piece[start:start + size])
                 start += size
-            stream.writer.write(b"".join(chunks))
-        else:
-            stream.writer.write(_chunk(piece))
+        stream.writer.write(b"".join(map(_chunk, pieces)))
         await stream.writer.drain()
 
     async def _cut(self, stream: _Stream, item: _Item) -> None:
         """Send half of the event's compressed bytes (mid-chunk, mid-block, mid-event), then abort."""
-        piece = stream.gzip.compress(self._frame(item).encode()) + stream.gzip.flush(zlib.Z_SYNC_FLUSH)
+        piece = _compress(stream, self._frame(item))
         transport = stream.writer.transport
         transport.set_write_buffer_limits(high=0)  # so drain() waits until the socket took it all
         stream.writer.write(f"{len(piece):X}\r\n".encode() + piece[: len(piece) // 2])
@@ -389,6 +372,11 @@ class StockTwitsSimulator:
             await asyncio.sleep(self.interval or 0.5)
             if self.interval:
                 self.emit()
+
+
+def _compress(stream: _Stream, text: str) -> bytes:
+    # The sync flush emits everything compressed so far, so the event decodes on arrival.
+    return stream.gzip.compress(text.encode()) + stream.gzip.flush(zlib.Z_SYNC_FLUSH)
 
 
 async def _sleep_until_woken(stream: _Stream, timeout: float | None) -> bool:
@@ -416,7 +404,7 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
     """Request line + headers; None if malformed. Bodies are never read: every response closes."""
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    except (asyncio.LimitOverrunError, ValueError):
+    except asyncio.LimitOverrunError:
         return None
     request_line, *lines = head[:-4].decode("latin-1").split("\r\n")
     parts = request_line.split(" ")
@@ -427,47 +415,37 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip():  # also rejects obsolete line folding
             return None
-        key = name.lower()
+        key = name.lower()  # repeated headers combine, as RFC 9110 allows for list-valued ones
         headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
     return parts[0], parts[1], headers
 
 
 def _basic_credentials(header: str) -> str | None:
     scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
     try:
-        return base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        return base64.b64decode(encoded.strip(), validate=True).decode() if scheme.lower() == "basic" else None
     except (binascii.Error, UnicodeDecodeError):
         return None
 
 
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
 def _head(status: int, headers: dict[str, str]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_phrase(status)}", *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [f"HTTP/1.1 {status} {_PHRASES.get(status, 'Error')}", *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def _chunk(data: bytes) -> bytes:
-    return f"{len(data):X}\r\n".encode() + data + b"\r\n" if data else b""  # empty = terminator
+    return f"{len(data):X}\r\n".encode() + data + b"\r\n" if data else b""  # empty would terminate
 
 
-async def _respond(writer: asyncio.StreamWriter, status: int, body: str,
-                   extra: dict[str, str] | None = None, content_type: str = "text/plain; charset=utf-8") -> None:
-    data = body.encode()
+async def _respond(writer: asyncio.StreamWriter, status: int, body: str | dict[str, Any],
+                   extra: dict[str, str] | None = None) -> None:
+    """A whole response, then close: we never keep a connection alive for a second request."""
+    is_json = isinstance(body, dict)
+    data = (json.dumps(body) if is_json else str(body)).encode()
+    content_type = "application/json" if is_json else "text/plain; charset=utf-8"
     writer.write(_head(status, {"Content-Type": content_type, "Content-Length": str(len(data)),
                                 "Connection": "close", **(extra or {})}) + data)
     await writer.drain()
-
-
-async def _respond_json(writer: asyncio.StreamWriter, status: int, payload: dict[str, Any]) -> None:
-    await _respond(writer, status, json.dumps(payload), content_type="application/json")
 
 
 def _symbol(company: newsgen.Company) -> dict[str, Any]:
@@ -490,7 +468,7 @@ def build_from_options(options: dict[str, Any]) -> StockTwitsSimulator:
         options.get("token") or ["demo:demo-password"],
         host=options.get("host", "127.0.0.1"),
         port=options.get("port", 0),
-        interval=interval if interval and interval > 0 else 0.5,
+        interval=interval if interval and interval > 0 else 0.5,  # the stream is never empty
         control_token=options.get("control_token"),
         seed=options.get("seed"),
     )

@@ -127,7 +127,7 @@ class ReconnectingSse:
         try:
             async with client.stream("GET", request.url, params=request.params, auth=request.auth) as response:
                 if response.status_code != 200:
-                    body = (await response.aread())[:300].decode("utf-8", errors="replace")
+                    body = (await response.aread())[:300].decode("utf-8", errors="replace").strip()
                     return self.session.classify_status(response.status_code), f"HTTP {response.status_code}: {body}"
                 if not response.headers.get("content-type", "").startswith("text/event-stream"):
                     return StatusAction.RECONNECT, f"unexpected content type {response.headers.get('content-type')!r}"
