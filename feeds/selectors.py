@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from . import events as ev
-from .models import NewsItem, Quote
+from .models import Bar, NewsItem, Quote, SentimentSample
 
 NEWS_PER_INSTRUMENT = 5
 
@@ -28,10 +28,26 @@ def _news_message(n: NewsItem) -> dict:
     ).to_message()
 
 
+def _bar_message(b: Bar) -> dict:
+    return ev.Bar(
+        provider=b.provider, code=b.instrument.code_for(b.provider), received_at=b.start, instrument_id=b.instrument_id,
+        symbol=b.instrument.symbol, interval=b.interval, start=b.start, open=b.open, high=b.high, low=b.low,
+        close=b.close, volume=b.volume,
+    ).to_message()
+
+
+def _sentiment_message(s: SentimentSample) -> dict:
+    return ev.Sentiment(
+        provider=s.provider, code=s.instrument.code_for(s.provider), received_at=s.ts, instrument_id=s.instrument_id,
+        symbol=s.instrument.symbol, external_id=s.external_id, ts=s.ts, score=s.score, scale=s.scale,
+        raw_score=s.raw_score, volume=s.volume,
+    ).to_message()
+
+
 def market_snapshot_for_instruments(*, instrument_ids: Iterable[int]) -> dict[int, dict]:
     """Latest quote and the newest news per instrument, keyed by instrument id."""
     ids = set(instrument_ids)
-    snapshot: dict[int, dict] = {i: {"quote": None, "news": []} for i in ids}
+    snapshot: dict[int, dict] = {i: {"quote": None, "news": [], "bar": None, "sentiment": {}} for i in ids}
     # Several providers may quote one instrument: the most recent quote is shown.
     for quote in Quote.objects.filter(instrument_id__in=ids).select_related("instrument").order_by("ts"):
         snapshot[quote.instrument_id]["quote"] = _quote_message(quote)
@@ -44,4 +60,10 @@ def market_snapshot_for_instruments(*, instrument_ids: Iterable[int]) -> dict[in
             .order_by("-published_at", "-id")[:NEWS_PER_INSTRUMENT]
         )
         snapshot[instrument_id]["news"] = [_news_message(n) for n in latest]
+        bar = Bar.objects.filter(instrument_id=instrument_id).select_related("instrument").order_by("-start").first()
+        snapshot[instrument_id]["bar"] = _bar_message(bar) if bar else None
+        for provider in SentimentSample.objects.filter(instrument_id=instrument_id).values_list("provider", flat=True).distinct():
+            sample = (SentimentSample.objects.filter(instrument_id=instrument_id, provider=provider)
+                      .select_related("instrument").order_by("-ts").first())
+            snapshot[instrument_id]["sentiment"][provider] = _sentiment_message(sample)
     return snapshot

@@ -97,6 +97,22 @@
     return true;
   }
 
+  function mergeBar(id, bar) { // the latest bar by start time; its close moves until it ends
+    const entry = model.get(id);
+    if (!entry || !bar || (entry.bar && toTime(bar.start) < toTime(entry.bar.start))) return false;
+    entry.bar = bar;
+    return true;
+  }
+
+  function mergeSentiment(id, s) { // one latest sample per provider: each keeps its own scale
+    const entry = model.get(id);
+    if (!entry || !s) return false;
+    const cur = entry.sentiment[s.provider];
+    if (cur && toTime(s.ts) < toTime(cur.ts)) return false;
+    entry.sentiment[s.provider] = s;
+    return true;
+  }
+
   const newsTime = (n) => toTime(n.published_at) || toTime(n.received_at) || 0;
   function mergeNews(id, items) {
     const entry = model.get(id);
@@ -127,10 +143,11 @@
     ident.append(el("span", "inst-symbol", inst.symbol), el("span", "inst-name", inst.name));
     if (inst.exchange) ident.append(el("span", "inst-exchange", inst.exchange));
     const parts = { root, price: el("span", "quote-price"), change: el("span", "quote-change"),
-      delayed: el("span", "quote-delayed", "delayed"), news: el("ul", "news-list") };
+      delayed: el("span", "quote-delayed", "delayed"), news: el("ul", "news-list"),
+      bar: el("span", "bar-ohlc"), crowd: el("span", "crowd-sentiment") };
     parts.delayed.hidden = true;
     const quote = el("div", "inst-quote");
-    quote.append(parts.price, parts.change, parts.delayed);
+    quote.append(parts.price, parts.change, parts.delayed, parts.bar, parts.crowd);
     root.append(ident, quote, parts.news);
     return parts;
   }
@@ -188,6 +205,18 @@
     list.replaceChildren(...(items.length ? items : [el("li", "news-empty", "No news yet")]));
   }
 
+  function renderBar(node, b) {
+    node.hidden = !b;
+    if (b) setText(node, `${b.interval} O ${fmtPrice(b.open)} H ${fmtPrice(b.high)} L ${fmtPrice(b.low)} C ${fmtPrice(b.close)}`);
+  }
+
+  function renderCrowd(node, s) { // StockTwits: mean score (-1..1) and messages in the minute
+    node.hidden = !s;
+    if (!s) return;
+    setText(node, `Crowd ${isNum(s.score) ? signed(s.score, s.score.toFixed(2)) : "n/a"} · ${s.volume || 0} msgs/min`);
+    node.setAttribute("data-tone", tone(isNum(s.score) ? s.score * 100 : null));
+  }
+
   function renderRow(id) {
     const entry = model.get(id);
     if (!entry) return;
@@ -204,6 +233,8 @@
       parts.change.classList.toggle("down", isNum(cp) && cp < 0);
       parts.delayed.hidden = !delayed;
       if (delayed) parts.delayed.setAttribute("title", "Delayed " + q.delay_seconds + " s");
+      renderBar(parts.bar, entry.bar);
+      renderCrowd(parts.crowd, entry.sentiment.stocktwits);
       renderNews(parts.news, entry.news);
     }
   }
@@ -231,8 +262,10 @@
     const ids = new Set();
     for (const inst of watchlists.flatMap((w) => w.instruments || [])) {
       ids.add(inst.id);
-      if (!model.has(inst.id)) model.set(inst.id, { quote: null, news: [] });
+      if (!model.has(inst.id)) model.set(inst.id, { quote: null, news: [], bar: null, sentiment: {} });
       mergeQuote(inst.id, inst.quote);
+      mergeBar(inst.id, inst.bar);
+      for (const sample of Object.values(inst.sentiment || {})) mergeSentiment(inst.id, sample);
       mergeNews(inst.id, inst.news || []);
     }
     for (const id of [...model.keys()]) if (!ids.has(id)) model.delete(id);
@@ -264,7 +297,9 @@
   const EVENT_HANDLERS = { // return true when the row needs re-rendering
     quote: (ev) => mergeQuote(ev.instrument_id, ev),
     news: (ev) => mergeNews(ev.instrument_id, [ev]),
-    // bar, sentiment, alert, alert_revoked: not shown yet, ignored quietly.
+    bar: (ev) => mergeBar(ev.instrument_id, ev),
+    sentiment: (ev) => mergeSentiment(ev.instrument_id, ev),
+    // alert, alert_revoked: not shown yet, ignored quietly.
   };
 
   const MESSAGE_HANDLERS = {
