@@ -49,7 +49,7 @@ class Stack:
     tmp: Path
     base_url: str = ""
     web_port: int = 0
-    sim_port: int = 0
+    sim_ports: dict[str, int] = field(default_factory=dict)
     control_token: str = field(default_factory=lambda: secrets.token_hex(8))
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -61,7 +61,7 @@ class Stack:
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "w")
-        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=subprocess.PIPE if name == "simulator" else log,
+        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=subprocess.PIPE if name.startswith("sim-") else log,
                                 stderr=log, text=True)
         self.processes[name] = proc
         return proc
@@ -69,16 +69,24 @@ class Stack:
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text()
 
-    def control(self, action: str, **params: str) -> dict:
-        response = httpx.get(f"http://127.0.0.1:{self.sim_port}/control/{action}",
+    def control(self, action: str, sim: str = "stocknews", **params: str) -> dict:
+        response = httpx.get(f"http://127.0.0.1:{self.sim_ports[sim]}/control/{action}",
                              params={**params, "token": self.control_token}, timeout=5)
         response.raise_for_status()
         return response.json()
 
-    def feed_state(self) -> str | None:
+    def feed_state(self, provider: str = "stocknews") -> str | None:
         with sqlite3.connect(self.tmp / "db.sqlite3", timeout=10) as db:
-            row = db.execute("SELECT state FROM feeds_feedstatus").fetchone()
+            row = db.execute("SELECT s.state FROM feeds_feedstatus s JOIN feeds_provideraccount a ON a.id = s.account_id "
+                             "WHERE a.provider = ?", (provider,)).fetchone()
         return row[0] if row else None
+
+    def start_simulator(self, provider: str, *args: str) -> int:
+        sim = self.start(f"sim-{provider}", sys.executable, "manage.py", "simulate", provider, "--port", "0",
+                         "--control-token", self.control_token, *args)
+        line = sim.stdout.readline()
+        self.sim_ports[provider] = int(re.search(r":(\d+)/", line).group(1))
+        return self.sim_ports[provider]
 
     def news_stored(self, external_id: str) -> bool:
         with sqlite3.connect(self.tmp / "db.sqlite3", timeout=10) as db:
@@ -144,16 +152,18 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     try:
         stack.manage("migrate", "--noinput")
         stack.manage("seed_demo")
-        sim = stack.start("simulator", sys.executable, "manage.py", "simulate", "stocknews", "--port", "0",
-                          "--token", "stack-token", "--news-interval", "0", "--control-token", stack.control_token)
-        line = sim.stdout.readline()
-        stack.sim_port = int(re.search(r":(\d+)/ws", line).group(1))
-        stack.manage("provider", "set", "stocknews", "--endpoint", f"ws://127.0.0.1:{stack.sim_port}/ws",
+        news = stack.start_simulator("stocknews", "--token", "stack-token", "--news-interval", "0")
+        stack.manage("provider", "set", "stocknews", "--endpoint", f"ws://127.0.0.1:{news}/ws",
                      "--token", "stack-token", "--enable")
+        quotes = stack.start_simulator("insightsentry", "--token", "stack-key", "--news-interval", "0.5")
+        stack.manage("provider", "set", "insightsentry", "--endpoint", f"ws://127.0.0.1:{quotes}/live",
+                     "--api-key", "stack-key", "--enable")
         stack.web_port = web_port
         stack.start_daphne()
         stack.start("worker", sys.executable, "manage.py", "runfeed", "stocknews")
-        wait_until(lambda: stack.feed_state() == "connected", what="the worker to connect")
+        stack.start("worker-insightsentry", sys.executable, "manage.py", "runfeed", "insightsentry")
+        for provider in ("stocknews", "insightsentry"):
+            wait_until(lambda: stack.feed_state(provider) == "connected", what=f"the {provider} worker to connect")
         # The worker subscribes to the watched tickers once it has read the watchlists.
         wait_until(lambda: stack.control("stats")["received"] >= 1, what="the worker's subscribe")
         yield stack

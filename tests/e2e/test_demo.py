@@ -1,5 +1,5 @@
-"""The embedded default: one process with server, simulator and worker on SQLite and the
-in-memory layer prints the URL and logins, and live news is stored within 30 s."""
+"""The embedded default: one process with server, simulators and workers on SQLite and the
+in-memory layer prints the URL and logins, and every feed's data is stored within 30 s."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.e2e.conftest import ROOT, free_port, wait_until
 pytestmark = pytest.mark.stack
 
 
-def test_demo_serves_pages_and_live_news_within_30_seconds(tmp_path):
+def test_demo_serves_pages_and_live_data_from_every_feed_within_30_seconds(tmp_path):
     port, sim_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SECRET_KEY", "HTTPS", "STATIC_MANIFEST", "ALLOWED_HOSTS")}
     env.update(DEBUG="1", DATABASE_URL=f"sqlite:///{tmp_path / 'demo.sqlite3'}", DJANGO_SETTINGS_MODULE="project.settings")
@@ -33,11 +33,16 @@ def test_demo_serves_pages_and_live_news_within_30_seconds(tmp_path):
 
         wait_until(page_ok, timeout=30, what="the demo server")
 
-        def news_stored() -> int:
+        def stored(query: str) -> int:
             with sqlite3.connect(tmp_path / "demo.sqlite3", timeout=5) as db:
-                return db.execute("SELECT COUNT(*) FROM feeds_newsitem").fetchone()[0]
+                return db.execute(query).fetchone()[0]
 
-        wait_until(news_stored, timeout=30, what="simulated news stored by the embedded worker")
+        wait_until(lambda: stored("SELECT COUNT(*) FROM feeds_newsitem"), timeout=30, what="StockNews news")
+        wait_until(lambda: stored("SELECT COUNT(*) FROM feeds_quote WHERE provider = 'insightsentry'"), timeout=30,
+                   what="InsightSentry quotes")
+        wait_until(lambda: stored("SELECT COUNT(*) FROM feeds_bar"), timeout=30, what="InsightSentry bars")
+        wait_until(lambda: stored("SELECT COUNT(*) FROM feeds_sentimentsample WHERE provider = 'stocktwits'"),
+                   timeout=30, what="StockTwits crowd sentiment")
         printed = (tmp_path / "demo.log").read_text()
         assert f"http://localhost:{port}/" in printed
         assert "alice" in printed and "carol" in printed and "tickerwire-demo" in printed

@@ -32,15 +32,23 @@ async def open_stream(stack: Stack, username: str):
     return ws
 
 
-async def next_news(ws, *, allowed_symbols: set[str]) -> dict:
-    """The next news event; every event seen on the way must be for an allowed symbol."""
+ALPHA = {"AAPL", "MSFT", "NVDA", "TSLA"}
+BETA = {"JPM", "XOM"}
+
+
+async def next_event(ws, *, allowed_symbols: set[str], match) -> dict:
+    """The next event `match` accepts; every event seen on the way must be for an allowed symbol."""
     while True:
         message = json.loads(await asyncio.wait_for(ws.recv(), 15))
         if message["type"] != "event":
             continue
         assert message["event"]["symbol"] in allowed_symbols, f"leaked: {message}"
-        if message["event"]["kind"] == "news":
+        if match(message["event"]):
             return message["event"]
+
+
+async def next_news(ws, *, allowed_symbols: set[str]) -> dict:
+    return await next_event(ws, allowed_symbols=allowed_symbols, match=lambda e: e["kind"] == "news")
 
 
 def test_news_reaches_its_team_only(stack: Stack):
@@ -51,8 +59,8 @@ def test_news_reaches_its_team_only(stack: Stack):
             aapl = stack.control("emit", ticker="AAPL", summary="Alpha-only news item", stockTickers="AAPL")
             # Sentinel for carol: published after the AAPL item, so a leak would arrive first.
             xom = stack.control("emit", ticker="XOM", summary="Beta sentinel", stockTickers="XOM")
-            got_alice = await next_news(alice, allowed_symbols={"AAPL", "MSFT", "NVDA", "TSLA"})
-            got_carol = await next_news(carol, allowed_symbols={"JPM", "XOM"})
+            got_alice = await next_news(alice, allowed_symbols=ALPHA)
+            got_carol = await next_news(carol, allowed_symbols=BETA)
         finally:
             await alice.close()
             await carol.close()
@@ -60,6 +68,28 @@ def test_news_reaches_its_team_only(stack: Stack):
         assert got_alice["external_id"] == aapl["data"]["articleSlug"]
         assert got_alice["headline"] == "Alpha-only news item"
         assert got_carol["external_id"] == xom["data"]["articleSlug"]
+
+    asyncio.run(scenario())
+
+
+def test_insightsentry_quotes_and_bars_reach_the_team_through_redis(stack: Stack):
+    async def scenario():
+        alice = await open_stream(stack, "alice")
+        carol = await open_stream(stack, "carol")
+        try:
+            stack.control("emit_quote", sim="insightsentry", code="NASDAQ:AAPL", price="4242.42")
+            quote = await next_event(alice, allowed_symbols=ALPHA,
+                                     match=lambda e: e["kind"] == "quote" and e["price"] == 4242.42)
+            bar = await next_event(alice, allowed_symbols=ALPHA,
+                                   match=lambda e: e["kind"] == "bar" and e["symbol"] == "AAPL" and e["close"] == 4242.42)
+            # Carol's stream carries her own instruments' ticks, and never AAPL's.
+            carol_quote = await next_event(carol, allowed_symbols=BETA, match=lambda e: e["kind"] == "quote")
+        finally:
+            await alice.close()
+            await carol.close()
+        assert quote["symbol"] == "AAPL" and quote["provider"] == "insightsentry"
+        assert bar["interval"] == "1m" and bar["high"] >= 4242.42
+        assert carol_quote["symbol"] in BETA
 
     asyncio.run(scenario())
 
