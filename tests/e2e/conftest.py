@@ -160,9 +160,13 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
                      "--api-key", "stack-key", "--enable")
         stack.web_port = web_port
         stack.start_daphne()
+        crowd = stack.start_simulator("stocktwits", "--token", "stack:crowd-pass", "--news-interval", "0.5")
+        stack.manage("provider", "set", "stocktwits", "--endpoint", f"http://127.0.0.1:{crowd}/sentiment",
+                     "--username", "stack", "--password", "crowd-pass", "--enable")
         stack.start("worker", sys.executable, "manage.py", "runfeed", "stocknews")
         stack.start("worker-insightsentry", sys.executable, "manage.py", "runfeed", "insightsentry")
-        for provider in ("stocknews", "insightsentry"):
+        stack.start("worker-stocktwits", sys.executable, "manage.py", "runfeed", "stocktwits")
+        for provider in ("stocknews", "insightsentry", "stocktwits"):
             wait_until(lambda: stack.feed_state(provider) == "connected", what=f"the {provider} worker to connect")
         # The worker subscribes to the watched tickers once it has read the watchlists.
         wait_until(lambda: stack.control("stats")["received"] >= 1, what="the worker's subscribe")

@@ -94,6 +94,20 @@ def test_insightsentry_quotes_and_bars_reach_the_team_through_redis(stack: Stack
     asyncio.run(scenario())
 
 
+def test_stocktwits_crowd_sentiment_reaches_the_team_through_redis(stack: Stack):
+    async def scenario():
+        alice = await open_stream(stack, "alice")
+        try:
+            stack.control("emit", sim="stocktwits", symbols="NVDA", sentiment_score="0.9")
+            return await next_event(alice, allowed_symbols=ALPHA,
+                                    match=lambda e: e["kind"] == "sentiment" and e["symbol"] == "NVDA")
+        finally:
+            await alice.close()
+
+    sample = asyncio.run(scenario())
+    assert sample["provider"] == "stocktwits" and sample["volume"] >= 1
+
+
 def test_websocket_refuses_anonymous_and_foreign_origin(stack: Stack):
     async def scenario():
         url = stack.base_url.replace("http", "ws") + "/ws/stream/"

@@ -205,6 +205,9 @@
     list.replaceChildren(...(items.length ? items : [el("li", "news-empty", "No news yet")]));
   }
 
+  // InsightSentry delay_seconds: 0 real-time, 900 = 15-min delayed, -1 = end of day.
+  const delayLabel = (s) => (s < 0 ? "end of day" : "delayed " + (s >= 60 ? Math.round(s / 60) + " min" : s + " s"));
+
   function renderBar(node, b) {
     node.hidden = !b;
     if (b) setText(node, `${b.interval} O ${fmtPrice(b.open)} H ${fmtPrice(b.high)} L ${fmtPrice(b.low)} C ${fmtPrice(b.close)}`);
@@ -222,7 +225,7 @@
     if (!entry) return;
     const q = entry.quote || {};
     const cp = q.change_percent;
-    const delayed = isNum(q.delay_seconds) && q.delay_seconds > 0;
+    const delayed = isNum(q.delay_seconds) && q.delay_seconds !== 0;
     for (const parts of rows.get(id) || []) {
       const old = parseFloat(parts.price.getAttribute("data-value"));
       const dir = isNum(q.price) && isNum(old) && q.price !== old ? (q.price > old ? "up" : "down") : "";
@@ -232,7 +235,7 @@
       parts.change.classList.toggle("up", isNum(cp) && cp > 0);
       parts.change.classList.toggle("down", isNum(cp) && cp < 0);
       parts.delayed.hidden = !delayed;
-      if (delayed) parts.delayed.setAttribute("title", "Delayed " + q.delay_seconds + " s");
+      if (delayed) setText(parts.delayed, delayLabel(q.delay_seconds));
       renderBar(parts.bar, entry.bar);
       renderCrowd(parts.crowd, entry.sentiment.stocktwits);
       renderNews(parts.news, entry.news);
