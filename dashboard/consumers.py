@@ -18,9 +18,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from feeds.broadcast import FORWARD_TYPE
-from feeds.groups import instrument_group, user_group
+from feeds.groups import audience_group, instrument_group, user_group
 
-from .selectors import watch_request_authorise
+from .selectors import audiences_for_user, watch_request_authorise
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.user = user
         self.watchlists: set[int] = set()
         self.instruments: set[int] = set()
+        self.audiences: set[str] = set()
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
+        await self._apply_audiences()
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
@@ -47,6 +49,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
             return
         for instrument_id in self.instruments:
             await self.channel_layer.group_discard(instrument_group(instrument_id), self.channel_name)
+        for audience in self.audiences:
+            await self.channel_layer.group_discard(audience_group(audience), self.channel_name)
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
 
     async def dispatch(self, message: dict) -> None:
@@ -62,6 +66,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=message["text"])
 
     async def access_revoke(self, message: dict) -> None:
+        await self._apply_audiences()
         await self._apply_watch(self.watchlists)
         await self._reply({"type": "revoked"})
 
@@ -123,6 +128,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.watchlists = requested - refused
         self.instruments = allowed_instruments
         return refused
+
+    async def _apply_audiences(self) -> None:
+        """Team alerts (e.g. TrendSpottr's) reach a socket through its user's teams' audiences."""
+        allowed = await database_sync_to_async(audiences_for_user)(user=self.user)
+        for gone in self.audiences - allowed:
+            await self.channel_layer.group_discard(audience_group(gone), self.channel_name)
+        for new in allowed - self.audiences:
+            await self.channel_layer.group_add(audience_group(new), self.channel_name)
+        self.audiences = allowed
 
     async def _reply(self, content: dict) -> None:
         await self.send(text_data=json.dumps(content))

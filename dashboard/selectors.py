@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
+from feeds.groups import team_audience
 from feeds.selectors import market_snapshot_for_instruments
 
 from .models import Membership, Watchlist, WatchlistItem
@@ -13,6 +14,11 @@ def team_ids_for_user(*, user: AbstractBaseUser | AnonymousUser) -> set[int]:
     if not user.is_authenticated or not user.is_active:
         return set()
     return set(Membership.objects.filter(user=user).values_list("team_id", flat=True))
+
+
+def audiences_for_user(*, user: AbstractBaseUser | AnonymousUser) -> set[str]:
+    """The alert audiences (one per team) whose alerts this user may see."""
+    return {team_audience(team_id) for team_id in team_ids_for_user(user=user)}
 
 
 def watchlist_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> list[Watchlist]:

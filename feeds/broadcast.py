@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from channels.layers import get_channel_layer
 
 from .events import Event
-from .groups import instrument_group, user_group
+from .groups import audience_group, instrument_group, user_group
 
 __all__ = ["FORWARD_TYPE", "REVOKE_TYPE", "event_text", "publish_events", "publish_revoke"]
 
@@ -35,10 +35,15 @@ async def publish_events(events: Iterable[Event]) -> int:
     layer = get_channel_layer()
     sent = 0
     for event in events:
-        if event.instrument_id is None:
+        groups = [instrument_group(event.instrument_id)] if event.instrument_id is not None else []
+        if getattr(event, "audience", ""):
+            groups.append(audience_group(event.audience))
+        if not groups:
             log.debug("not publishing unresolved %s event for %s", event.kind, event.code)
             continue
-        await layer.group_send(instrument_group(event.instrument_id), {"type": FORWARD_TYPE, "text": event_text(event)})
+        text = event_text(event)
+        for group in groups:
+            await layer.group_send(group, {"type": FORWARD_TYPE, "text": text})
         sent += 1
     return sent
 

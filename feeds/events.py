@@ -24,6 +24,7 @@ __all__ = [
     "Alert",
     "AlertRevoked",
     "CrowdPost",
+    "ContentUpdated",
     "EVENT_TYPES",
     "event_from_message",
     "utc",
@@ -161,6 +162,10 @@ class Alert(Event):
     headline: str = ""
     description: str = ""
     url: str = ""
+    audience: str = ""  # set when the alert is for a team rather than an instrument's watchers
+    thumbnail_url: str = ""
+    related_hashtags: tuple[str, ...] = field(default_factory=tuple)
+    notification_id: str = ""
 
     def dedupe_key(self) -> tuple:
         return (self.kind, self.provider, self.external_id)
@@ -201,8 +206,19 @@ class CrowdPost(Event):
         return (self.kind, self.provider, self.external_id, self.code)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContentUpdated(Event):
+    """The provider has new top content for the instrument (Knowsis `top_content`: the payload is
+    empty by design; a client refetches if it shows that content). Published, not stored."""
+
+    kind: ClassVar[str] = "content_updated"
+
+    def dedupe_key(self) -> tuple:
+        return (self.kind, self.provider, self.code, self.received_at)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls for cls in (Quote, Bar, Sentiment, News, Alert, AlertRevoked, CrowdPost)
+    cls.kind: cls for cls in (Quote, Bar, Sentiment, News, Alert, AlertRevoked, CrowdPost, ContentUpdated)
 }
 
 

@@ -189,10 +189,15 @@ class Alert(models.Model):
     instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="alerts", null=True, blank=True)
     provider = models.CharField(max_length=32, choices=Provider.choices)
     external_id = models.CharField(max_length=255)
+    audience = models.CharField(max_length=64, blank=True, db_index=True,
+                                help_text="Who the alert is for when not an instrument's watchers (e.g. team-3).")
     level = models.CharField(max_length=32, blank=True, help_text="Credibility or level, as the provider says.")
     headline = models.TextField(blank=True)
     description = models.TextField(blank=True)
     url = models.URLField(max_length=1000, blank=True)
+    thumbnail_url = models.URLField(max_length=1000, blank=True)
+    related_hashtags = models.JSONField(default=list, blank=True)
+    notification_id = models.CharField(max_length=20, blank=True, help_text="TrendSpottr's id of the delivered alert.")
     triggered_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True, help_text="Set when the provider withdrew the alert.")
 
@@ -231,3 +236,41 @@ class StreamCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} at {self.position}"
+
+
+class WebhookConfig(models.Model):
+    """Where a provider posts to us. The path token makes the URL unguessable; the secret (and the
+    previous one, during a rotation) is checked on every delivery. Both are write-only."""
+
+    provider = models.CharField(max_length=32, choices=Provider.choices, unique=True)
+    public_url = models.URLField(max_length=500, help_text="Our webhook URL as the provider must call it.")
+    path_token = models.CharField(max_length=64, unique=True)
+    secret = models.CharField(max_length=64)
+    previous_secret = models.CharField(max_length=64, blank=True)
+
+    def __repr__(self) -> str:
+        return f"<WebhookConfig {self.provider}>"
+
+
+class DeliveryState(models.TextChoices):
+    STORED = "stored"
+    PROCESSED = "processed"
+    IGNORED = "ignored"  # authenticated, but a type we do not handle
+    FAILED = "failed"  # stored; processing raised: `manage.py process_webhooks` retries
+
+
+class WebhookDelivery(models.Model):
+    """One received webhook event, stored before we answer. The unique event id makes a retried
+    or duplicated delivery harmless, even when two arrive at once."""
+
+    provider = models.CharField(max_length=32, choices=Provider.choices)
+    event_id = models.CharField(max_length=20, help_text="Unsigned 64-bit id, kept as digits.")
+    payload = models.JSONField(help_text="As received, with the secret removed.")
+    state = models.CharField(max_length=16, choices=DeliveryState.choices, default=DeliveryState.STORED)
+    error = models.TextField(blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_delivery_unique")]
+        verbose_name_plural = "webhook deliveries"

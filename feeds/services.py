@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .models import FeedStatus, ProviderAccount
+from asgiref.sync import async_to_sync
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+import logging
+
+from .events import Event
+from .models import DeliveryState, FeedStatus, ProviderAccount, WebhookDelivery
 
 
 def feed_status_update(
@@ -32,6 +39,8 @@ def feed_status_update(
         },
     )
 
+
+log = logging.getLogger(__name__)
 
 SECRET_OPTIONS = ("token", "api_key", "password", "secret")
 
@@ -63,3 +72,36 @@ def provider_account_set(
     account.full_clean()
     account.save()
     return account
+
+
+def webhook_delivery_store(*, provider: str, event_id: str, payload: dict) -> tuple[WebhookDelivery, bool]:
+    """Store a delivery (secret already removed). Returns `(delivery, created)`; a duplicate
+    event id, even one racing in at the same moment, comes back with `created=False`."""
+    try:
+        with transaction.atomic():
+            return WebhookDelivery.objects.create(provider=provider, event_id=event_id, payload=payload), True
+    except IntegrityError:
+        return WebhookDelivery.objects.get(provider=provider, event_id=event_id), False
+
+
+def webhook_delivery_process(*, delivery: WebhookDelivery) -> list[Event]:
+    """Turn a stored delivery into alerts, store them and publish them to their audience."""
+    from feeds.broadcast import publish_events
+    from feeds.providers.trendspottr.webhook import parse_alert_event
+    from feeds.store import events_store
+
+    try:
+        events = parse_alert_event(delivery.payload, received_at=delivery.received_at)
+        new = events_store(events=events) if events else []
+        delivery.state = DeliveryState.PROCESSED if events else DeliveryState.IGNORED
+        delivery.error = ""
+    except Exception as exc:  # stored already: keep it for a retry, never lose it
+        delivery.state, delivery.error, new = DeliveryState.FAILED, f"{type(exc).__name__}: {exc}"[:2000], []
+    delivery.processed_at = timezone.now()
+    delivery.save(update_fields=["state", "error", "processed_at"])
+    if new:
+        try:
+            async_to_sync(publish_events)(new)
+        except Exception:  # stored: browsers get it from the snapshot when they resync
+            log.exception("could not publish webhook alerts of event %s", delivery.event_id)
+    return new

@@ -133,6 +133,8 @@ def _store_alerts(alerts: list[ev.Alert]) -> list[ev.Event]:
         return Alert(
             instrument_id=a.instrument_id, provider=a.provider, external_id=a.external_id, level=a.level,
             headline=a.headline, description=a.description, url=a.url, triggered_at=a.triggered_at,
+            audience=a.audience, thumbnail_url=a.thumbnail_url, related_hashtags=list(a.related_hashtags),
+            notification_id=a.notification_id,
         )
 
     return _insert_new(Alert, alerts, build, ("provider", "external_id"))
@@ -203,6 +205,7 @@ _STORERS = {
     ev.Alert: _store_alerts,
     ev.AlertRevoked: _store_revocations,
     ev.CrowdPost: _store_crowd_posts,
+    ev.ContentUpdated: lambda events: _latest(events, lambda e: e.instrument_id),  # nothing to store
 }
 
 

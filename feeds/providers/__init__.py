@@ -5,4 +5,5 @@ FEEDS: dict[str, str] = {
     "stocknews": "feeds.providers.stocknews.feed.StockNewsFeed",
     "insightsentry": "feeds.providers.insightsentry.feed.InsightSentryFeed",
     "stocktwits": "feeds.providers.stocktwits.feed.StockTwitsFeed",
+    "knowsis": "feeds.providers.knowsis.feed.KnowsisFeed",
 }

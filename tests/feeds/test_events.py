@@ -25,6 +25,7 @@ SAMPLES = [
     ev.CrowdPost(**COMMON, external_id="5556662", cursor="49567487888076093524624994048752032346222860024699420674",
                  ts=T, score=0.854, user_id="222222", title="Apple Inc.", exchange="NASDAQ", sector="Technology",
                  industry="Personal Computers"),
+    ev.ContentUpdated(**COMMON),
 ]
 
 

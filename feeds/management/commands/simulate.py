@@ -28,6 +28,8 @@ SIMULATORS: dict[str, tuple[str, str]] = {
     "stocknews": ("feeds.simulators.stocknews.build_from_options", "/ws"),
     "insightsentry": ("feeds.simulators.insightsentry.build_from_options", "/live"),
     "stocktwits": ("feeds.simulators.stocktwits.build_from_options", "/sentiment"),
+    "knowsis": ("feeds.simulators.knowsis.build_from_options", "/app"),
+    "trendspottr": ("feeds.simulators.trendspottr.build_from_options", "/v1.5/alerts"),
 }
 
 

@@ -1,0 +1,135 @@
+"""The TrendSpottr webhook receiver: the right status for every bad request, store-then-process,
+dedupe on event_id, and the secret kept out of the database and the logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import DatabaseError
+from django.test import Client
+
+from feeds.groups import audience_group
+from feeds.models import Alert, WebhookConfig, WebhookDelivery
+from tests.conftest import load_fixture_json
+
+pytestmark = pytest.mark.django_db(transaction=True)
+TOKEN = "p4th-t0ken-unguessable-0123456789"
+URL = f"/hooks/trendspottr/{TOKEN}/"
+
+
+@pytest.fixture
+def config():
+    return WebhookConfig.objects.create(provider="trendspottr", public_url=f"https://desk.example.com{URL}",
+                                        path_token=TOKEN, secret="topsecret!!", previous_secret="old-secret")
+
+
+@pytest.fixture
+def client():
+    return Client(enforce_csrf_checks=True)  # the provider sends no CSRF token
+
+
+def post(client, payload, url=URL, **kwargs):
+    body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+    return client.post(url, data=body, content_type="application/json", **kwargs)
+
+
+def sample(**changes):
+    payload = load_fixture_json("trendspottr", "webhook_alert.json")
+    payload.update(changes)
+    return payload
+
+
+def test_an_alert_is_stored_without_the_secret_and_published_to_its_audience(client, config, caplog):
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(audience_group("user7"), channel)
+    with caplog.at_level(logging.DEBUG):
+        response = post(client, sample())
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.event_id == "38" and delivery.state == "processed"
+    assert "secret" not in delivery.payload and "topsecret" not in json.dumps(delivery.payload)
+    alert = Alert.objects.get()
+    assert (alert.provider, alert.audience, alert.level, alert.notification_id) == ("trendspottr", "user7", "Elevated", "60479")
+    assert alert.related_hashtags[:2] == ["#technology", "#tech"]
+    assert alert.url == "http://www.bbc.co.uk/news/technology-22278955"
+    message = json.loads(async_to_sync(layer.receive)(channel)["text"])
+    assert message["event"]["headline"] == "Nokia phone gets Whatsapp button"
+    assert "topsecret" not in caplog.text
+    async_to_sync(layer.flush)()
+
+
+def test_a_duplicate_event_gets_200_and_has_no_effect(client, config):
+    assert post(client, sample()).status_code == 200
+    response = post(client, sample(attempts=1))
+    assert response.status_code == 200 and response.json() == {"status": "duplicate"}
+    assert WebhookDelivery.objects.count() == 1 and Alert.objects.count() == 1
+
+
+def test_the_previous_secret_is_accepted_during_a_rotation(client, config):
+    assert post(client, sample(secret="old-secret")).status_code == 200
+
+
+@pytest.mark.parametrize("secret", [None, 42, ["topsecret!!"], "wrong", "tøpsecret!!", "x" * 100_000, ""])
+def test_bad_secrets_get_403_never_500(client, config, secret):
+    assert post(client, sample(secret=secret)).status_code == 403
+    assert WebhookDelivery.objects.count() == 0
+
+
+def test_missing_secret_gets_401(client, config):
+    payload = sample()
+    del payload["secret"]
+    assert post(client, payload).status_code == 401
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b"\xff\xfe", b'"a string"'])
+def test_non_object_bodies_get_400(client, config, body):
+    assert post(client, body).status_code == 400
+
+
+@pytest.mark.parametrize("event_id", [None, -1, 2**64, "38", 3.5, True])
+def test_event_id_must_be_an_unsigned_64_bit_integer(client, config, event_id):
+    assert post(client, sample(event_id=event_id)).status_code == 400
+
+
+def test_64_bit_ids_are_kept_exactly(client, config):
+    big = 2**64 - 1
+    payload = sample(event_id=big)
+    payload["data"]["notification_id"] = big - 1
+    assert post(client, payload).status_code == 200
+    assert WebhookDelivery.objects.get().event_id == str(big)
+    assert Alert.objects.get().notification_id == str(big - 1)
+
+
+def test_a_body_over_256_kib_gets_400(client, config):
+    assert post(client, sample(pad="x" * (300 * 1024))).status_code == 400
+
+
+def test_get_is_405_and_an_unknown_token_404(client, config):
+    assert client.get(URL).status_code == 405
+    assert post(client, sample(), url="/hooks/trendspottr/guess/").status_code == 404
+
+
+def test_an_unhandled_event_type_is_stored_and_acknowledged(client, config):
+    assert post(client, sample(type="digest")).status_code == 200
+    assert WebhookDelivery.objects.get().state == "ignored" and Alert.objects.count() == 0
+
+
+def test_a_malformed_alert_is_stored_for_retry_and_acknowledged(client, config):
+    payload = sample()
+    payload["data"]["level"] = "Apocalyptic"
+    assert post(client, payload).status_code == 200
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.state == "failed" and "unknown level" in delivery.error
+
+
+def test_503_only_when_the_delivery_cannot_be_stored(client, config, monkeypatch):
+    def broken(**kwargs):
+        raise DatabaseError("disk full")
+
+    monkeypatch.setattr("feeds.views.webhook_delivery_store", broken)  # a failing database cannot run here
+    assert post(client, sample()).status_code == 503
