@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from . import admin_trendspottr  # noqa: F401  (registers the TrendSpottr admin)
 from .models import Membership, Team, Watchlist, WatchlistItem
 
 

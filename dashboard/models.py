@@ -58,3 +58,36 @@ class WatchlistItem(models.Model):
     class Meta:
         ordering = ["position", "id"]
         constraints = [models.UniqueConstraint(fields=["watchlist", "instrument"], name="watchlist_item_unique")]
+
+
+class LevelFilter(models.TextChoices):
+    ALL = "All"
+    HIGH_AND_EXTREME = "HighAndExtreme", "High and Extreme"
+    EXTREME_ONLY = "ExtremeOnly", "Extreme only"
+
+
+class TrendAlertState(models.TextChoices):
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+class TrendAlertDefinition(models.Model):
+    """A TrendSpottr alert query owned by a team. The team is sent to TrendSpottr as `userid`
+    (its audience key), so one TrendSpottr account serves every team and each delivered alert
+    lands on the owning team's desk. Changes go through dashboard.trendspottr (the provider
+    first; the local record only when the provider said OK)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="trend_alerts")
+    query_string = models.CharField(max_length=1000, help_text="Up to 10 OR clauses, e.g. AAPL OR Apple OR iPhone.")
+    level_filter = models.CharField(max_length=16, choices=LevelFilter.choices, default=LevelFilter.ALL)
+    state = models.CharField(max_length=8, choices=TrendAlertState.choices, default=TrendAlertState.ACTIVE)
+    remote_alert_id = models.CharField(max_length=20, blank=True, help_text="TrendSpottr's alert_id (64-bit).")
+    last_sent_time = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "query_string"], name="trend_alert_unique_per_team")]
+        verbose_name = "TrendSpottr alert"
+
+    def __str__(self) -> str:
+        return f"{self.query_string} ({self.team})"

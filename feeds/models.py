@@ -239,14 +239,16 @@ class StreamCursor(models.Model):
 
 
 class WebhookConfig(models.Model):
-    """Where a provider posts to us. The path token makes the URL unguessable; the secret (and the
-    previous one, during a rotation) is checked on every delivery. Both are write-only."""
+    """Where a provider posts to us. The path token makes the URL unguessable; the body secret
+    (and the previous one, during a rotation) is checked on every delivery. Only SHA-256 digests
+    of the secrets are stored: the secret itself never lands in the database or the admin."""
 
     provider = models.CharField(max_length=32, choices=Provider.choices, unique=True)
     public_url = models.URLField(max_length=500, help_text="Our webhook URL as the provider must call it.")
     path_token = models.CharField(max_length=64, unique=True)
-    secret = models.CharField(max_length=64)
-    previous_secret = models.CharField(max_length=64, blank=True)
+    secret_sha256 = models.CharField(max_length=64)
+    previous_secret_sha256 = models.CharField(max_length=64, blank=True)
+    registered_at = models.DateTimeField(auto_now=True)
 
     def __repr__(self) -> str:
         return f"<WebhookConfig {self.provider}>"

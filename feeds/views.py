@@ -63,7 +63,7 @@ def trendspottr_webhook(request: HttpRequest, token: str) -> HttpResponse:
         return _reply(400, "body is not a JSON object")
     if "secret" not in payload:
         return _reply(401, "secret missing")
-    if not secret_matches(payload["secret"], [config.secret, config.previous_secret]):
+    if not secret_matches(payload["secret"], [config.secret_sha256, config.previous_secret_sha256]):
         log.warning("trendspottr webhook: wrong secret from %s", request.META.get("REMOTE_ADDR"))
         return _reply(403, "secret rejected")
     try:

@@ -14,6 +14,7 @@ from django.test import Client
 
 from feeds.groups import audience_group
 from feeds.models import Alert, WebhookConfig, WebhookDelivery
+from feeds.providers.trendspottr.webhook import secret_digest
 from tests.conftest import load_fixture_json
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,7 +25,8 @@ URL = f"/hooks/trendspottr/{TOKEN}/"
 @pytest.fixture
 def config():
     return WebhookConfig.objects.create(provider="trendspottr", public_url=f"https://desk.example.com{URL}",
-                                        path_token=TOKEN, secret="topsecret!!", previous_secret="old-secret")
+                                        path_token=TOKEN, secret_sha256=secret_digest("topsecret!!"),
+                                        previous_secret_sha256=secret_digest("old-secret"))
 
 
 @pytest.fixture

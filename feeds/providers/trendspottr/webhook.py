@@ -7,6 +7,7 @@ reveal it, so it is checked in constant time on bytes and removed before anythin
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from datetime import datetime, timezone
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from feeds.events import Alert
 from feeds.providers.base import UnsupportedMessage
 
-__all__ = ["PROVIDER", "MAX_SECRET_BYTES", "secret_matches", "without_secret", "event_id_of", "parse_alert_event"]
+__all__ = ["PROVIDER", "MAX_SECRET_BYTES", "secret_digest", "secret_matches", "without_secret", "event_id_of", "parse_alert_event"]
 
 PROVIDER = "trendspottr"
 MAX_SECRET_BYTES = 64  # the API's own limit for setWebhook's secret
@@ -22,21 +23,28 @@ LEVELS = ("Elevated", "High", "Extreme")
 UINT64_MAX = 2**64 - 1
 
 
-def secret_matches(supplied: Any, accepted: list[str]) -> bool:
-    """Constant-time check of the body's secret against the current (and previous) secret.
+def secret_digest(secret: str) -> str:
+    """What we store instead of the secret: its SHA-256, hex."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def secret_matches(supplied: Any, accepted_digests: list[str]) -> bool:
+    """Constant-time check of the body's secret against the current (and previous) secret digest.
 
     Robust to whatever a stranger sends: a missing, non-string, non-ASCII or huge value is a
-    plain mismatch, never an exception (`compare_digest` raises on non-ASCII str).
+    plain mismatch, never an exception (`compare_digest` raises on non-ASCII str, so bytes are
+    compared).
     """
     if not isinstance(supplied, str):
         return False
     supplied_bytes = supplied.encode("utf-8", errors="replace")
     if len(supplied_bytes) > MAX_SECRET_BYTES:
         return False
+    digest = hashlib.sha256(supplied_bytes).hexdigest().encode()
     matched = False
-    for secret in accepted:
-        if secret:
-            matched |= hmac.compare_digest(supplied_bytes, secret.encode("utf-8"))
+    for expected in accepted_digests:
+        if expected:
+            matched |= hmac.compare_digest(digest, expected.encode("ascii", errors="replace"))
     return matched
 
 
