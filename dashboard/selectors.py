@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from feeds.groups import team_audience
-from feeds.selectors import market_snapshot_for_instruments
+from feeds.selectors import alert_messages_for, market_snapshot_for_instruments
 
 from .models import Membership, Watchlist, WatchlistItem
 
@@ -50,6 +50,7 @@ def board_snapshot_for_user(*, user: AbstractBaseUser) -> dict:
     instrument_ids = {item.instrument_id for wl in watchlists for item in wl.items.all()}
     market = market_snapshot_for_instruments(instrument_ids=instrument_ids)
     return {
+        "alerts": alert_messages_for(instrument_ids=instrument_ids, audiences=audiences_for_user(user=user)),
         "watchlists": [
             {
                 "id": wl.id,

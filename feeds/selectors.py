@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from . import events as ev
-from .models import Bar, NewsItem, Quote, SentimentSample
+from django.db.models import Q
+
+from .models import Alert, Bar, NewsItem, Quote, SentimentSample
 
 NEWS_PER_INSTRUMENT = 5
 
@@ -67,3 +69,20 @@ def market_snapshot_for_instruments(*, instrument_ids: Iterable[int]) -> dict[in
                       .select_related("instrument").order_by("-ts").first())
             snapshot[instrument_id]["sentiment"][provider] = _sentiment_message(sample)
     return snapshot
+
+
+def alert_messages_for(*, instrument_ids: Iterable[int], audiences: Iterable[str], limit: int = 30) -> list[dict]:
+    """The newest alerts about these instruments or for these audiences, revoked ones included
+    (marked `revoked`), shaped like live alert events."""
+    alerts = (Alert.objects.filter(Q(instrument_id__in=set(instrument_ids)) | Q(audience__in=set(audiences)))
+              .select_related("instrument").order_by("-triggered_at", "-id")[:limit])
+    return [
+        {**ev.Alert(
+            provider=a.provider, code=a.instrument.code_for(a.provider) if a.instrument else "", received_at=a.triggered_at,
+            instrument_id=a.instrument_id, symbol=a.instrument.symbol if a.instrument else "", external_id=a.external_id,
+            triggered_at=a.triggered_at, level=a.level, headline=a.headline, description=a.description, url=a.url,
+            audience=a.audience, thumbnail_url=a.thumbnail_url, related_hashtags=tuple(a.related_hashtags),
+            notification_id=a.notification_id,
+        ).to_message(), "revoked": a.revoked}
+        for a in alerts
+    ]

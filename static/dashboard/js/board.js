@@ -280,6 +280,7 @@
       listsEl.replaceChildren(...watchlists.map(buildSection));
     }
     watchlistIds = watchlists.map((w) => w.id);
+    window.TickerwireAlerts.apply(data.alerts);
     emptyEl.hidden = watchlists.length > 0;
     noteEl.hidden = true;
     ids.forEach(markDirty);
@@ -302,7 +303,8 @@
     news: (ev) => mergeNews(ev.instrument_id, [ev]),
     bar: (ev) => mergeBar(ev.instrument_id, ev),
     sentiment: (ev) => mergeSentiment(ev.instrument_id, ev),
-    // alert, alert_revoked: not shown yet, ignored quietly.
+    alert: (ev) => window.TickerwireAlerts.add(ev),
+    alert_revoked: (ev) => window.TickerwireAlerts.revoke(ev),
   };
 
   const MESSAGE_HANDLERS = {
