@@ -125,7 +125,7 @@ class _Session:
         reason = args[2] if len(args) >= 3 else ""
         # pysher's thread loops while needs_reconnect: clear it so the thread ends here.
         self.pusher.connection.needs_reconnect = False
-        self.report("ended", code, reason if isinstance(reason, str) else repr(reason))
+        self.report("ended", code, reason if isinstance(reason, str) else "")
 
     # -- from the asyncio side ---------------------------------------------------------------
     def _close_socket(self) -> None:
