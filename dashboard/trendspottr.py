@@ -142,3 +142,15 @@ def webhook_unregister() -> None:
     with trendspottr_client() as client:
         client.delete_webhook()
     WebhookConfig.objects.filter(provider=PROVIDER).delete()
+
+
+DEMO_QUERIES = {"Alpha Desk": "AAPL OR Apple OR iPhone", "Beta Fund": "XOM OR Exxon OR JPM"}
+
+
+def trendspottr_demo_setup(*, public_base_url: str) -> None:
+    """Embedded demo: register our webhook with the (fresh) simulator and one alert per demo team.
+    Earlier demo definitions point at a previous simulator's ids, so they are replaced."""
+    webhook_register(public_base_url=public_base_url)
+    TrendAlertDefinition.objects.all().delete()
+    for team in Team.objects.filter(name__in=DEMO_QUERIES):
+        trend_alert_create(team=team, query_string=DEMO_QUERIES[team.name], level_filter="All")

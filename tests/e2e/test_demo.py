@@ -43,6 +43,10 @@ def test_demo_serves_pages_and_live_data_from_every_feed_within_30_seconds(tmp_p
         wait_until(lambda: stored("SELECT COUNT(*) FROM feeds_bar"), timeout=30, what="InsightSentry bars")
         wait_until(lambda: stored("SELECT COUNT(*) FROM feeds_sentimentsample WHERE provider = 'stocktwits'"),
                    timeout=30, what="StockTwits crowd sentiment")
+        wait_until(lambda: stored("SELECT COUNT(*) FROM feeds_sentimentsample WHERE provider = 'knowsis'"),
+                   timeout=30, what="Knowsis datapoints")
+        wait_until(lambda: stored("SELECT COUNT(*) FROM dashboard_trendalertdefinition WHERE remote_alert_id != ''"),
+                   timeout=30, what="TrendSpottr alerts created through the webhook-configured simulator")
         printed = (tmp_path / "demo.log").read_text()
         assert f"http://localhost:{port}/" in printed
         assert "alice" in printed and "carol" in printed and "tickerwire-demo" in printed

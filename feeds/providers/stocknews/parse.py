@@ -23,14 +23,18 @@ HEADLINE_MAX = 160
 
 
 def normalise_score(value: Any, *, scale: float) -> float | None:
-    """Normalise a score to ±`scale` (sentiment: 100, confidence: 100)."""
+    """Normalise a score to ±`scale` (sentiment: 100, confidence: 100).
+
+    Only a fractional number (a JSON float such as 0.75 or 1.0) of magnitude at most 1 is read
+    as a fraction; an integer such as 1 or -1 is already on the documented -100..100 scale.
+    """
     if value is None or isinstance(value, bool):
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    if abs(number) <= 1:
+    if abs(number) <= 1 and not isinstance(value, int):
         number *= scale
     return max(-scale, min(scale, number))
 

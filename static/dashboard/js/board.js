@@ -144,10 +144,10 @@
     if (inst.exchange) ident.append(el("span", "inst-exchange", inst.exchange));
     const parts = { root, price: el("span", "quote-price"), change: el("span", "quote-change"),
       delayed: el("span", "quote-delayed", "delayed"), news: el("ul", "news-list"),
-      bar: el("span", "bar-ohlc"), crowd: el("span", "crowd-sentiment") };
+      bar: el("span", "bar-ohlc"), crowd: el("span", "crowd-sentiment"), knowsis: el("span", "knowsis-sentiment") };
     parts.delayed.hidden = true;
     const quote = el("div", "inst-quote");
-    quote.append(parts.price, parts.change, parts.delayed, parts.bar, parts.crowd);
+    quote.append(parts.price, parts.change, parts.delayed, parts.bar, parts.crowd, parts.knowsis);
     root.append(ident, quote, parts.news);
     return parts;
   }
@@ -220,6 +220,12 @@
     node.setAttribute("data-tone", tone(isNum(s.score) ? s.score * 100 : null));
   }
 
+  function renderKnowsis(node, s) { // Knowsis' own (undocumented) scale: shown as given, never blended
+    node.hidden = !s;
+    if (!s) return;
+    setText(node, `Knowsis ${isNum(s.score) ? signed(s.score, String(s.score)) : "n/a"} · vol ${isNum(s.volume) ? s.volume : "n/a"}`);
+  }
+
   function renderRow(id) {
     const entry = model.get(id);
     if (!entry) return;
@@ -238,6 +244,7 @@
       if (delayed) setText(parts.delayed, delayLabel(q.delay_seconds));
       renderBar(parts.bar, entry.bar);
       renderCrowd(parts.crowd, entry.sentiment.stocktwits);
+      renderKnowsis(parts.knowsis, entry.sentiment.knowsis);
       renderNews(parts.news, entry.news);
     }
   }

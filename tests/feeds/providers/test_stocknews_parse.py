@@ -89,6 +89,7 @@ def test_malformed_frames_raise_unsupported(raw, received_at):
         parse_message(raw, received_at=received_at)
 
 
-@pytest.mark.parametrize("value,expected", [(75, 75.0), (-0.5, -50.0), (0, 0.0), (250, 100.0), ("x", None), (None, None), (True, None)])
+@pytest.mark.parametrize("value,expected", [(75, 75.0), (-0.5, -50.0), (0, 0.0), (250, 100.0), ("x", None), (None, None),
+                                            (True, None), (1, 1.0), (-1, -1.0), (1.0, 100.0), ("0.5", 50.0)])
 def test_normalise_score(value, expected):
     assert normalise_score(value, scale=100) == expected
