@@ -163,13 +163,19 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         crowd = stack.start_simulator("stocktwits", "--token", "stack:crowd-pass", "--news-interval", "0.5")
         stack.manage("provider", "set", "stocktwits", "--endpoint", f"http://127.0.0.1:{crowd}/sentiment",
                      "--username", "stack", "--password", "crowd-pass", "--enable")
+        pusher = stack.start_simulator("knowsis", "--token", "stack-app:stack-secret", "--news-interval", "0")
+        stack.manage("provider", "set", "knowsis", "--endpoint", f"ws://127.0.0.1:{pusher}", "--api-key", "stack-app",
+                     "--secret", "stack-secret", "--enable")
         stack.start("worker", sys.executable, "manage.py", "runfeed", "stocknews")
+        stack.start("worker-knowsis", sys.executable, "manage.py", "runfeed", "knowsis")
         stack.start("worker-insightsentry", sys.executable, "manage.py", "runfeed", "insightsentry")
         stack.start("worker-stocktwits", sys.executable, "manage.py", "runfeed", "stocktwits")
-        for provider in ("stocknews", "insightsentry", "stocktwits"):
+        for provider in ("stocknews", "insightsentry", "stocktwits", "knowsis"):
             wait_until(lambda: stack.feed_state(provider) == "connected", what=f"the {provider} worker to connect")
         # The worker subscribes to the watched tickers once it has read the watchlists.
         wait_until(lambda: stack.control("stats")["received"] >= 1, what="the worker's subscribe")
+        wait_until(lambda: "apple-inc" in str(stack.control("stats", sim="knowsis")["subscriptions"]),
+                   what="the Knowsis worker's channel subscriptions")
         yield stack
     finally:
         stack.stop()

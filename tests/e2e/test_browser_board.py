@@ -59,6 +59,24 @@ def test_live_news_appears_for_the_team_and_not_for_the_other(browser, stack: St
     assert carol.content().count("tickerwire") == 0
 
 
+def test_a_knowsis_alert_appears_and_its_revocation_strikes_it_through(browser, stack: Stack):
+    import json
+
+    expect = playwright_api.expect
+    alice = logged_in_board(browser, stack, "alice")
+    alert_id = "5760257000000000000000bb"
+    stack.control("emit", sim="knowsis", channel="nvidia-corp", event="anomaly_alert_triggered",
+                  data=json.dumps({"alert_id": alert_id, "trigger_time": "2026-11-21T10:00:00", "credibility": "medium"}))
+    item = alice.locator(f'.alert-item[data-alert-id="knowsis:{alert_id}"]')
+    expect(item).to_contain_text("NVDA", timeout=15_000)
+    expect(item).not_to_have_class("alert-item revoked")
+    stack.control("emit", sim="knowsis", channel="nvidia-corp", event="anomaly_alert_removed",
+                  data=json.dumps({"alert_id": alert_id}))
+    expect(item).to_have_class("alert-item revoked", timeout=15_000)
+    expect(item.locator(".alert-meta")).to_contain_text("revoked")
+    assert item.locator(".alert-headline").evaluate("e => getComputedStyle(e).textDecorationLine") == "line-through"
+
+
 def test_board_reconnects_and_resyncs_what_it_missed(browser, stack: Stack):
     """The server goes away; news stored meanwhile shows up after the socket comes back."""
     expect = playwright_api.expect

@@ -108,6 +108,33 @@ def test_stocktwits_crowd_sentiment_reaches_the_team_through_redis(stack: Stack)
     assert sample["provider"] == "stocktwits" and sample["volume"] >= 1
 
 
+def test_a_knowsis_alert_and_its_revocation_reach_the_team_through_redis(stack: Stack):
+    async def scenario():
+        alice = await open_stream(stack, "alice")
+        carol = await open_stream(stack, "carol")
+        try:
+            alert_id = "5760257000000000000000aa"
+            stack.control("emit", sim="knowsis", channel="apple-inc", event="anomaly_alert_triggered",
+                          data=json.dumps({"alert_id": alert_id, "trigger_time": "2026-11-21T10:00:00",
+                                           "credibility": "high"}))
+            stack.control("emit", sim="knowsis", channel="apple-inc", event="anomaly_alert_removed",
+                          data=json.dumps({"alert_id": alert_id}))
+            stack.control("emit", sim="knowsis", channel="exxon-mobil", event="datapoint",
+                          data=json.dumps({"sentiment": 1, "volume": 1.5}))  # carol's sentinel
+            alert = await next_event(alice, allowed_symbols=ALPHA, match=lambda e: e["kind"] == "alert")
+            revoked = await next_event(alice, allowed_symbols=ALPHA, match=lambda e: e["kind"] == "alert_revoked")
+            sentinel = await next_event(carol, allowed_symbols=BETA,
+                                        match=lambda e: e["kind"] == "sentiment" and e["provider"] == "knowsis")
+        finally:
+            await alice.close()
+            await carol.close()
+        assert alert["external_id"] == revoked["external_id"] == alert_id
+        assert alert["level"] == "high" and alert["symbol"] == "AAPL"
+        assert sentinel["symbol"] == "XOM"
+
+    asyncio.run(scenario())
+
+
 def test_websocket_refuses_anonymous_and_foreign_origin(stack: Stack):
     async def scenario():
         url = stack.base_url.replace("http", "ws") + "/ws/stream/"
