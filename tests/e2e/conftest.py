@@ -88,6 +88,10 @@ class Stack:
         self.sim_ports[provider] = int(re.search(r":(\d+)/", line).group(1))
         return self.sim_ports[provider]
 
+    def query(self, sql: str, *params):
+        with sqlite3.connect(self.tmp / "db.sqlite3", timeout=10) as db:
+            return db.execute(sql, params).fetchall()
+
     def news_stored(self, external_id: str) -> bool:
         with sqlite3.connect(self.tmp / "db.sqlite3", timeout=10) as db:
             return db.execute("SELECT 1 FROM feeds_newsitem WHERE external_id = ?", (external_id,)).fetchone() is not None
@@ -166,6 +170,12 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         pusher = stack.start_simulator("knowsis", "--token", "stack-app:stack-secret", "--news-interval", "0")
         stack.manage("provider", "set", "knowsis", "--endpoint", f"ws://127.0.0.1:{pusher}", "--api-key", "stack-app",
                      "--secret", "stack-secret", "--enable")
+        trends = stack.start_simulator("trendspottr", "--token", "stack-ts-key", "--news-interval", "3600")
+        stack.manage("provider", "set", "trendspottr", "--endpoint", f"http://127.0.0.1:{trends}",
+                     "--api-key", "stack-ts-key", "--enable")
+        # The team lead's setup, as the admin does it: our webhook and one alert query per team.
+        stack.manage("shell", "-c", "from dashboard.trendspottr import trendspottr_demo_setup; "
+                     f"trendspottr_demo_setup(public_base_url='{stack.base_url}')")
         stack.start("worker", sys.executable, "manage.py", "runfeed", "stocknews")
         stack.start("worker-knowsis", sys.executable, "manage.py", "runfeed", "knowsis")
         stack.start("worker-insightsentry", sys.executable, "manage.py", "runfeed", "insightsentry")

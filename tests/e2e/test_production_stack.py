@@ -8,6 +8,7 @@ import json
 import signal
 import time
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -133,6 +134,48 @@ def test_a_knowsis_alert_and_its_revocation_reach_the_team_through_redis(stack: 
         assert sentinel["symbol"] == "XOM"
 
     asyncio.run(scenario())
+
+
+def test_trendspottr_alerts_reach_the_owning_team_once_even_when_replayed_at_once(stack: Stack):
+    [(alpha_alert,)] = stack.query("SELECT a.remote_alert_id FROM dashboard_trendalertdefinition a "
+                                   "JOIN dashboard_team t ON t.id = a.team_id WHERE t.name = 'Alpha Desk'")
+    [(beta_alert,)] = stack.query("SELECT a.remote_alert_id FROM dashboard_trendalertdefinition a "
+                                  "JOIN dashboard_team t ON t.id = a.team_id WHERE t.name = 'Beta Fund'")
+    is_alert = lambda e: e["kind"] == "alert" and e["provider"] == "trendspottr"  # noqa: E731
+
+    async def scenario():
+        alice = await open_stream(stack, "alice")
+        carol = await open_stream(stack, "carol")
+        try:
+            event = stack.control("deliver", sim="trendspottr", alert_id=alpha_alert)
+            first = await next_event(alice, allowed_symbols=ALPHA | {""}, match=is_alert)
+            # A new event arriving five times at once (retries racing each other): one alert, one push.
+            fresh = {**event, "event_id": event["event_id"] + 1_000_000,
+                     "data": {**event["data"], "notification_id": event["data"]["notification_id"] + 1_000_000}}
+            async with httpx.AsyncClient(base_url=stack.base_url) as client:
+                url = event_url = stack.query("SELECT public_url FROM feeds_webhookconfig")[0][0]
+                replies = await asyncio.gather(*(client.post(url, json={**fresh, "attempts": n}) for n in range(5)))
+            racing = await next_event(alice, allowed_symbols=ALPHA | {""}, match=is_alert)
+            again = stack.control("deliver", sim="trendspottr", alert_id=alpha_alert)  # alice's sentinel
+            second = await next_event(alice, allowed_symbols=ALPHA | {""}, match=is_alert)
+            beta = stack.control("deliver", sim="trendspottr", alert_id=beta_alert)  # carol's sentinel
+            carols = await next_event(carol, allowed_symbols=BETA | {""}, match=is_alert)
+        finally:
+            await alice.close()
+            await carol.close()
+        return event, first, fresh, replies, racing, again, second, beta, carols, event_url
+
+    event, first, fresh, replies, racing, again, second, beta, carols, url = asyncio.run(scenario())
+    assert first["notification_id"] == str(event["data"]["notification_id"])
+    assert [r.status_code for r in replies] == [200] * 5
+    assert sorted(r.json()["status"] for r in replies) == ["duplicate"] * 4 + ["ok"]
+    assert stack.query("SELECT COUNT(*) FROM feeds_alert WHERE notification_id = ?",
+                       str(fresh["data"]["notification_id"])) == [(1,)]
+    assert racing["notification_id"] == str(fresh["data"]["notification_id"])
+    assert second["notification_id"] == str(again["data"]["notification_id"])  # no second push of the racing one
+    assert carols["notification_id"] == str(beta["data"]["notification_id"])  # alpha's alert never reached carol
+    assert "secret" not in json.dumps(stack.query("SELECT payload FROM feeds_webhookdelivery"))
+    assert url.startswith(stack.base_url + "/hooks/trendspottr/")
 
 
 def test_websocket_refuses_anonymous_and_foreign_origin(stack: Stack):

@@ -7,7 +7,7 @@ import json
 import logging
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.db import DatabaseError
 from django.test import Client
@@ -63,6 +63,23 @@ def test_an_alert_is_stored_without_the_secret_and_published_to_its_audience(cli
     assert message["event"]["headline"] == "Nokia phone gets Whatsapp button"
     assert "topsecret" not in caplog.text
     async_to_sync(layer.flush)()
+
+
+@pytest.mark.asyncio
+async def test_the_same_event_five_times_makes_one_alert_one_push_and_five_200s(client, config):
+    # One event loop for every layer call: channels-redis' receive buffer is per loop.
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(audience_group("user7"), channel)
+    statuses = [(await sync_to_async(post)(client, sample(attempts=n))).status_code for n in range(5)]
+    sentinel = sample(event_id=39)
+    sentinel["data"]["notification_id"] = 60480
+    await sync_to_async(post)(client, sentinel)
+    assert statuses == [200] * 5 and await sync_to_async(Alert.objects.count)() == 2
+    first = json.loads((await layer.receive(channel))["text"])["event"]
+    second = json.loads((await layer.receive(channel))["text"])["event"]
+    assert (first["external_id"], second["external_id"]) == ("60479", "60480")  # no second push of 60479
+    await layer.flush()
 
 
 def test_a_duplicate_event_gets_200_and_has_no_effect(client, config):
