@@ -5,7 +5,18 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
-from .models import SECRET_FIELDS, Alert, Bar, FeedStatus, Instrument, NewsItem, ProviderAccount, Quote, SentimentSample
+from .models import (
+    SECRET_FIELDS,
+    Alert,
+    Bar,
+    FeedStatus,
+    Instrument,
+    NewsItem,
+    ProviderAccount,
+    Quote,
+    SentimentSample,
+    WebhookDelivery,
+)
 
 
 @admin.register(Instrument)
@@ -84,3 +95,18 @@ class AlertAdmin(admin.ModelAdmin):
 admin.site.register(Quote, list_display=["instrument", "provider", "price", "change_percent", "ts"])
 admin.site.register(Bar, list_display=["instrument", "provider", "interval", "start", "close"])
 admin.site.register(SentimentSample, list_display=["instrument", "provider", "ts", "score", "volume"])
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Read-only: what providers delivered (secrets already removed) and how processing went."""
+
+    list_display = ["received_at", "provider", "event_id", "state", "error"]
+    list_filter = ["provider", "state"]
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

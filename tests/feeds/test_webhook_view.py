@@ -152,3 +152,20 @@ def test_503_only_when_the_delivery_cannot_be_stored(client, config, monkeypatch
 
     monkeypatch.setattr("feeds.views.webhook_delivery_store", broken)  # a failing database cannot run here
     assert post(client, sample()).status_code == 503
+
+
+def test_process_webhooks_retries_a_failed_delivery(client, config):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    payload = sample()
+    payload["data"]["level"] = "Apocalyptic"
+    post(client, payload)
+    delivery = WebhookDelivery.objects.get()
+    fixed = dict(delivery.payload)
+    fixed["data"] = {**fixed["data"], "level": "High"}  # e.g. after a parser fix, the stored payload processes
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(payload=fixed)
+    out = StringIO()
+    call_command("process_webhooks", stdout=out)
+    assert "event 38: processed" in out.getvalue() and Alert.objects.get().level == "High"
