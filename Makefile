@@ -11,7 +11,11 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-venv: $(VENV)/.installed
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+venv: $(VENV)/.installed node_modules/.installed
 
 ## Set up and start the product: SQLite, in-memory layer, simulators, demo logins printed.
 demo: venv

@@ -1,7 +1,7 @@
 """The browser's WebSocket: authenticate, authorise every watch request, forward events.
 
 Protocol (JSON text frames):
-    browser -> {"type": "watch", "watchlists": [ids]}   replaces what this socket watches
+    browser -> {"type": "watch", "watchlists": [ids], "instruments": [ids]}   replaces what it watches
     browser -> {"type": "ping"}                          answered with {"type": "pong"}
     server  -> {"type": "watching", "watchlists": [...], "instruments": [...]}
     server  -> {"type": "event", "event": {...}}         built once by feeds.broadcast
@@ -29,6 +29,11 @@ MAX_WATCHLISTS = 200
 CLOSE_TOO_BIG = 1009
 
 
+def _id_list(value) -> bool:
+    return (isinstance(value, list) and len(value) <= MAX_WATCHLISTS
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in value))
+
+
 class StreamConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -38,6 +43,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.watchlists: set[int] = set()
+        self.singles: set[int] = set()  # instruments watched one by one (the instrument page)
         self.instruments: set[int] = set()
         self.audiences: set[str] = set()
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
@@ -67,7 +73,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def access_revoke(self, message: dict) -> None:
         await self._apply_audiences()
-        await self._apply_watch(self.watchlists)
+        await self._apply_watch(self.watchlists, self.singles)
         await self._reply({"type": "revoked"})
 
     # -- browser messages -----------------------------------------------------------------
@@ -96,38 +102,38 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def _receive_ping(self, content: dict) -> None:
         # Memberships are re-checked on every message, not only on watch requests.
-        await self._apply_watch(self.watchlists)
+        await self._apply_watch(self.watchlists, self.singles)
         await self._reply({"type": "pong"})
 
     async def _receive_watch(self, content: dict) -> None:
-        ids = content.get("watchlists")
-        if (
-            not isinstance(ids, list)
-            or len(ids) > MAX_WATCHLISTS
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
-        ):
-            await self._error("bad_request", f"'watchlists' must be a list of at most {MAX_WATCHLISTS} integer ids")
+        lists, singles = content.get("watchlists", []), content.get("instruments", [])
+        if not (_id_list(lists) and _id_list(singles)):
+            await self._error("bad_request", f"'watchlists' and 'instruments' must be lists of at most "
+                                             f"{MAX_WATCHLISTS} integer ids")
             return
-        refused = await self._apply_watch(set(ids))
-        if refused:
-            log.warning("websocket user %s: watch refused for watchlists %s", self.user.pk, sorted(refused))
-            await self._error("forbidden", f"not allowed: watchlists {sorted(refused)}")
+        refused_lists, refused_singles = await self._apply_watch(set(lists), set(singles))
+        if refused_lists or refused_singles:
+            log.warning("websocket user %s: watch refused for watchlists %s instruments %s",
+                        self.user.pk, sorted(refused_lists), sorted(refused_singles))
+            await self._error("forbidden", f"not allowed: watchlists {sorted(refused_lists)}"
+                                           f" instruments {sorted(refused_singles)}")
         await self._reply(
             {"type": "watching", "watchlists": sorted(self.watchlists), "instruments": sorted(self.instruments)}
         )
 
-    async def _apply_watch(self, requested: set[int]) -> set[int]:
-        """Authorise `requested` now and make the socket's groups match. Returns refused ids."""
-        allowed_instruments, refused = await database_sync_to_async(watch_request_authorise)(
-            user=self.user, watchlist_ids=requested
+    async def _apply_watch(self, lists: set[int], singles: set[int] = frozenset()) -> tuple[set[int], set[int]]:
+        """Authorise the request now and make the socket's groups match. Returns the refused ids."""
+        allowed_instruments, refused_lists, refused_singles = await database_sync_to_async(watch_request_authorise)(
+            user=self.user, watchlist_ids=lists, instrument_ids=set(singles)
         )
         for gone in self.instruments - allowed_instruments:
             await self.channel_layer.group_discard(instrument_group(gone), self.channel_name)
         for new in allowed_instruments - self.instruments:
             await self.channel_layer.group_add(instrument_group(new), self.channel_name)
-        self.watchlists = requested - refused
+        self.watchlists = lists - refused_lists
+        self.singles = set(singles) - refused_singles
         self.instruments = allowed_instruments
-        return refused
+        return refused_lists, refused_singles
 
     async def _apply_audiences(self) -> None:
         """Team alerts (e.g. TrendSpottr's) reach a socket through its user's teams' audiences."""

@@ -26,16 +26,33 @@ def watchlist_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> list[W
     return list(Watchlist.objects.filter(team_id__in=teams).select_related("team").prefetch_related("items__instrument"))
 
 
-def watch_request_authorise(*, user: AbstractBaseUser | AnonymousUser, watchlist_ids: set[int]) -> tuple[set[int], set[int]]:
-    """Split requested watchlist ids into `(allowed_instrument_ids, refused_watchlist_ids)`.
+def watch_request_authorise(
+    *, user: AbstractBaseUser | AnonymousUser, watchlist_ids: set[int], instrument_ids: set[int] = frozenset()
+) -> tuple[set[int], set[int], set[int]]:
+    """Authorise a watch request: `(allowed_instrument_ids, refused_watchlists, refused_instruments)`.
 
-    Every id is checked against the user's current memberships; an id that does not exist
-    is refused exactly like one of another team, so the answer leaks nothing.
+    Watchlists must belong to the user's teams; single instruments (the instrument page) must be
+    on one of those teams' watchlists. Every id is checked against the user's current
+    memberships; an id that does not exist is refused exactly like one of another team.
     """
     teams = team_ids_for_user(user=user)
     visible = set(Watchlist.objects.filter(id__in=watchlist_ids, team_id__in=teams).values_list("id", flat=True))
     instruments = set(WatchlistItem.objects.filter(watchlist_id__in=visible).values_list("instrument_id", flat=True))
-    return instruments, set(watchlist_ids) - visible
+    singles = instrument_ids_visible_to_user(user=user) & set(instrument_ids) if instrument_ids else set()
+    return instruments | singles, set(watchlist_ids) - visible, set(instrument_ids) - singles
+
+
+def instrument_get_for_user(*, user: AbstractBaseUser | AnonymousUser, instrument_id: int):
+    """The instrument if it is on one of the user's teams' watchlists, else None."""
+    from feeds.models import Instrument
+
+    teams = team_ids_for_user(user=user)
+    return Instrument.objects.filter(pk=instrument_id, watchlist_items__watchlist__team_id__in=teams).first()
+
+
+def instrument_ids_visible_to_user(*, user: AbstractBaseUser | AnonymousUser) -> set[int]:
+    teams = team_ids_for_user(user=user)
+    return set(WatchlistItem.objects.filter(watchlist__team_id__in=teams).values_list("instrument_id", flat=True))
 
 
 def instrument_ids_watched() -> set[int]:

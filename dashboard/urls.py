@@ -6,4 +6,6 @@ urlpatterns = [
     path("", views.board, name="board"),
     path("api/board/", views.board_snapshot, name="board-snapshot"),
     path("healthz", views.healthz, name="healthz"),
+    path("instrument/<int:instrument_id>/", views.instrument_page, name="instrument"),
+    path("api/instrument/<int:instrument_id>/", views.instrument_data, name="instrument-detail"),
 ]

@@ -9,7 +9,23 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from .selectors import board_snapshot_for_user
+import logging
+
+from django.http import Http404
+
+from feeds.selectors import instrument_detail
+
+from .selectors import board_snapshot_for_user, instrument_get_for_user
+
+log = logging.getLogger(__name__)
+
+
+def _instrument_or_404(request: HttpRequest, instrument_id: int):
+    instrument = instrument_get_for_user(user=request.user, instrument_id=instrument_id)
+    if instrument is None:  # not on any of the user's watchlists (or no such instrument): same answer
+        log.warning("user %s refused instrument %s", request.user.pk, instrument_id)
+        raise Http404("No such instrument on your watchlists.")
+    return instrument
 
 
 @require_GET
@@ -34,3 +50,23 @@ def board_snapshot(request: HttpRequest) -> JsonResponse:
 @require_GET
 def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok\n", content_type="text/plain")
+
+
+@require_GET
+@login_required
+def instrument_page(request: HttpRequest, instrument_id: int) -> HttpResponse:
+    instrument = _instrument_or_404(request, instrument_id)
+    return render(request, "dashboard/instrument.html", {
+        "instrument": instrument, "ws_path": "/ws/stream/",
+        "detail_url": reverse("instrument-detail", args=[instrument.pk]),
+    })
+
+
+@require_GET
+@never_cache
+def instrument_data(request: HttpRequest, instrument_id: int) -> JsonResponse:
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "not_authenticated"}, status=401)
+    instrument = _instrument_or_404(request, instrument_id)
+    return JsonResponse({"instrument": {"id": instrument.pk, "symbol": instrument.symbol, "name": instrument.name},
+                         **instrument_detail(instrument_id=instrument.pk)})

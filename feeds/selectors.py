@@ -86,3 +86,23 @@ def alert_messages_for(*, instrument_ids: Iterable[int], audiences: Iterable[str
         ).to_message(), "revoked": a.revoked}
         for a in alerts
     ]
+
+
+def instrument_detail(*, instrument_id: int, bars: int = 390, samples: int = 500, news: int = 50) -> dict:
+    """What the instrument page draws: bars (the most frequent interval), each provider's sentiment
+    series on its own scale, the latest news, and every alert (revoked ones marked)."""
+    latest_bars = list(Bar.objects.filter(instrument_id=instrument_id).select_related("instrument")
+                       .order_by("-start")[:bars])
+    interval = latest_bars[0].interval if latest_bars else ""
+    sentiment: dict[str, list[dict]] = {}
+    for provider in SentimentSample.objects.filter(instrument_id=instrument_id).values_list("provider", flat=True).distinct():
+        rows = (SentimentSample.objects.filter(instrument_id=instrument_id, provider=provider)
+                .select_related("instrument").order_by("-ts")[:samples])
+        sentiment[provider] = [_sentiment_message(r) for r in reversed(rows)]
+    items = NewsItem.objects.filter(instrument_id=instrument_id).select_related("instrument").order_by("-published_at")[:news]
+    return {
+        "bars": [_bar_message(b) for b in reversed(latest_bars) if b.interval == interval],
+        "sentiment": sentiment,
+        "news": [_news_message(n) for n in items],
+        "alerts": alert_messages_for(instrument_ids=[instrument_id], audiences=[], limit=100),
+    }

@@ -141,7 +141,12 @@ LOGOUT_REDIRECT_URL = "login"
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    # Front-end packages from npm (package.json; `make demo`/`make test` run `npm ci`), served as our own
+    # static files: no CDN at run time.
+    ("vendor/lightweight-charts", BASE_DIR / "node_modules" / "lightweight-charts" / "dist"),
+]
 # Production serves hashed, compressed files collected by `collectstatic`; development and
 # tests serve straight from the source folders, so no collect step is needed there.
 STATIC_MANIFEST = env_bool("STATIC_MANIFEST", not DEBUG)

@@ -83,7 +83,7 @@ async def test_cross_team_watch_is_refused_and_logged(caplog):
         ack = await communicator.receive_json_from(timeout=5)
     assert error["type"] == "error" and error["error"] == "forbidden"
     assert ack["watchlists"] == [alpha.id]
-    assert f"user {alice.pk}: watch refused for watchlists [{beta.id}, 999999]" in caplog.text
+    assert f"user {alice.pk}: watch refused for watchlists [{beta.id}, 999999] instruments []" in caplog.text
     await communicator.disconnect()
 
 
@@ -128,4 +128,16 @@ async def test_membership_removed_stops_delivery_after_revoke():
     await publish_events([news(aapl.id, "AAPL", "after-revoke")])
     await publish_revoke(user_id=alice.pk)
     assert await communicator.receive_json_from(timeout=5) == {"type": "revoked"}
+    await communicator.disconnect()
+
+
+async def test_single_instruments_are_authorised_like_watchlists():
+    alice, alpha, beta, session = await sync_to_async(_setup)()
+    aapl, xom = await sync_to_async(lambda: (alpha.items.get().instrument, beta.items.get().instrument))()
+    communicator, _ = await connect(session)
+    await communicator.send_json_to({"type": "watch", "instruments": [aapl.id, xom.id]})
+    assert (await communicator.receive_json_from(timeout=5))["error"] == "forbidden"
+    assert (await communicator.receive_json_from(timeout=5))["instruments"] == [aapl.id]
+    await publish_events([news(xom.id, "XOM", "foreign"), news(aapl.id, "AAPL", "own")])
+    assert (await communicator.receive_json_from(timeout=5))["event"]["external_id"] == "own"
     await communicator.disconnect()

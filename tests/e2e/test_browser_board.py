@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,8 @@ from tests.e2e.conftest import PASSWORD, Stack, wait_until
 
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
+ARTIFACTS = Path(os.environ.get("TICKERWIRE_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
+ARTIFACTS.mkdir(parents=True, exist_ok=True)
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -57,6 +60,7 @@ def test_live_news_appears_for_the_team_and_not_for_the_other(browser, stack: St
     expect(carol.locator(".news-headline", has_text="Exxon sentinel")).to_be_visible(timeout=15_000)
     assert carol.locator(".news-headline", has_text="tickerwire").count() == 0
     assert carol.content().count("tickerwire") == 0
+    alice.screenshot(path=str(ARTIFACTS / "board.png"), full_page=True)
 
 
 def test_a_knowsis_alert_appears_and_its_revocation_strikes_it_through(browser, stack: Stack):
@@ -75,6 +79,28 @@ def test_a_knowsis_alert_appears_and_its_revocation_strikes_it_through(browser, 
     expect(item).to_have_class("alert-item revoked", timeout=15_000)
     expect(item.locator(".alert-meta")).to_contain_text("revoked")
     assert item.locator(".alert-headline").evaluate("e => getComputedStyle(e).textDecorationLine") == "line-through"
+
+
+def test_the_instrument_page_draws_the_chart_and_filters_news(browser, stack: Stack):
+    expect = playwright_api.expect
+    alice = logged_in_board(browser, stack, "alice")
+    stack.control("emit_quote", sim="insightsentry", code="NASDAQ:TSLA", price="250.5")
+    stack.control("emit", ticker="TSLA", summary="Tesla earnings note for the filter test", stockTickers="TSLA",
+                  category="earnings", sentimentScore="-40")
+    alice.click('[data-symbol="TSLA"] a.inst-symbol')
+    expect(alice.locator("#conn-status")).to_have_attribute("data-state", "live", timeout=15_000)
+    expect(alice.locator("#chart canvas").first).to_be_visible()
+    expect(alice.locator("#chart")).not_to_have_attribute("data-bars", "0", timeout=15_000)
+    news = alice.locator("#news .news-item", has_text="Tesla earnings note for the filter test")
+    expect(news).to_be_visible(timeout=15_000)
+    alice.select_option('#news-filters select[name="tone"]', "pos")
+    expect(news).to_have_count(0)
+    alice.select_option('#news-filters select[name="tone"]', "neg")
+    expect(news).to_be_visible()
+    alice.screenshot(path=str(ARTIFACTS / "instrument.png"), full_page=True)
+    # Another team's instrument is not reachable by URL either.
+    [(xom_id,)] = stack.query("SELECT id FROM feeds_instrument WHERE symbol = 'XOM'")
+    assert alice.goto(f"{stack.base_url}/instrument/{xom_id}/").status == 404
 
 
 def test_board_reconnects_and_resyncs_what_it_missed(browser, stack: Stack):

@@ -140,7 +140,9 @@
     root.setAttribute("data-instrument-id", String(inst.id));
     root.setAttribute("data-symbol", String(inst.symbol || ""));
     const ident = el("div", "inst-ident");
-    ident.append(el("span", "inst-symbol", inst.symbol), el("span", "inst-name", inst.name));
+    const symbol = el("a", "inst-symbol", inst.symbol);
+    symbol.setAttribute("href", "/instrument/" + encodeURIComponent(String(inst.id)) + "/");
+    ident.append(symbol, el("span", "inst-name", inst.name));
     if (inst.exchange) ident.append(el("span", "inst-exchange", inst.exchange));
     const parts = { root, price: el("span", "quote-price"), change: el("span", "quote-change"),
       delayed: el("span", "quote-delayed", "delayed"), news: el("ul", "news-list"),
