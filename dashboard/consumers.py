@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from feeds.broadcast import FORWARD_TYPE
-from feeds.groups import audience_group, instrument_group, user_group
+from feeds.groups import audience_group, feed_health_group, instrument_group, user_group
 
 from .selectors import audiences_for_user, watch_request_authorise
 
@@ -47,6 +47,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.instruments: set[int] = set()
         self.audiences: set[str] = set()
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
+        if user.is_staff:  # the feed health page (staff only) listens on the same socket
+            await self.channel_layer.group_add(feed_health_group(), self.channel_name)
         await self._apply_audiences()
         await self.accept()
 
@@ -58,6 +60,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         for audience in self.audiences:
             await self.channel_layer.group_discard(audience_group(audience), self.channel_name)
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+        await self.channel_layer.group_discard(feed_health_group(), self.channel_name)
 
     async def dispatch(self, message: dict) -> None:
         # Hot path: a broadcast event is forwarded as the text it was built as. Channels'

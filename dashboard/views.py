@@ -13,7 +13,9 @@ import logging
 
 from django.http import Http404
 
-from feeds.selectors import instrument_detail
+from django.contrib.admin.views.decorators import staff_member_required
+
+from feeds.selectors import feed_status_list, instrument_detail
 
 from .selectors import board_snapshot_for_user, instrument_get_for_user
 
@@ -70,3 +72,17 @@ def instrument_data(request: HttpRequest, instrument_id: int) -> JsonResponse:
     instrument = _instrument_or_404(request, instrument_id)
     return JsonResponse({"instrument": {"id": instrument.pk, "symbol": instrument.symbol, "name": instrument.name},
                          **instrument_detail(instrument_id=instrument.pk)})
+
+
+@require_GET
+@staff_member_required
+def health_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/health.html", {"ws_path": "/ws/stream/", "data_url": reverse("health-data")})
+
+
+@require_GET
+@never_cache
+def health_data(request: HttpRequest) -> JsonResponse:
+    if not (request.user.is_authenticated and request.user.is_staff):
+        return JsonResponse({"error": "staff only"}, status=403)
+    return JsonResponse({"feeds": feed_status_list()})

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from channels.layers import get_channel_layer
 
 from .events import Event
-from .groups import audience_group, instrument_group, user_group
+from .groups import audience_group, feed_health_group, instrument_group, user_group
 
-__all__ = ["FORWARD_TYPE", "REVOKE_TYPE", "event_text", "publish_events", "publish_revoke"]
+__all__ = ["FORWARD_TYPE", "REVOKE_TYPE", "event_text", "publish_events", "publish_revoke", "publish_feed_status"]
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +51,9 @@ async def publish_events(events: Iterable[Event]) -> int:
 async def publish_revoke(*, user_id: int) -> None:
     """Tell every open socket of `user_id` to re-check what it may watch (membership changed)."""
     await get_channel_layer().group_send(user_group(user_id), {"type": REVOKE_TYPE})
+
+
+async def publish_feed_status(status: dict) -> None:
+    """A feed worker's health (JSON primitives only) to the staff health page."""
+    text = json.dumps({"type": "feed_status", "status": status}, separators=(",", ":"))
+    await get_channel_layer().group_send(feed_health_group(), {"type": FORWARD_TYPE, "text": text})

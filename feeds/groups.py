@@ -24,3 +24,8 @@ def audience_group(audience: str) -> str:
 def team_audience(team_id: int) -> str:
     """The audience key of a team: sent to providers (TrendSpottr userid) and used for its group."""
     return f"team-{int(team_id)}"
+
+
+def feed_health_group() -> str:
+    """Staff sockets that show the feed health page."""
+    return "feeds.health"

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from . import events as ev
 from django.db.models import Q
 
-from .models import Alert, Bar, NewsItem, Quote, SentimentSample
+from .models import Alert, Bar, FeedStatus, NewsItem, ProviderAccount, Quote, SentimentSample
 
 NEWS_PER_INSTRUMENT = 5
 
@@ -106,3 +106,28 @@ def instrument_detail(*, instrument_id: int, bars: int = 390, samples: int = 500
         "news": [_news_message(n) for n in items],
         "alerts": alert_messages_for(instrument_ids=[instrument_id], audiences=[], limit=100),
     }
+
+
+def feed_status_message(row: FeedStatus) -> dict:
+    """One feed's health as JSON primitives (no credentials: only the provider and state)."""
+    return {
+        "provider": row.account.provider, "state": row.state, "messages": row.messages,
+        "parse_errors": row.parse_errors, "reconnects": row.reconnects, "last_error": row.last_error,
+        "last_message_at": row.last_message_at.isoformat().replace("+00:00", "Z") if row.last_message_at else None,
+        "updated_at": row.updated_at.isoformat().replace("+00:00", "Z") if row.updated_at else None,
+        "cursor": row.details.get("cursor") or row.details.get("last_seq_id"),
+        "subscription_expires_at": row.details.get("subscription_expires_at"),
+        "invalid_codes": row.details.get("invalid_codes") or {},
+    }
+
+
+def feed_status_list() -> list[dict]:
+    """Every provider account, with its status (accounts that never ran show as stopped)."""
+    rows = []
+    for account in ProviderAccount.objects.order_by("provider").select_related("status"):
+        status = getattr(account, "status", None)
+        rows.append(feed_status_message(status) if status else {
+            "provider": account.provider, "state": "stopped" if account.enabled else "disabled", "messages": 0,
+            "parse_errors": 0, "reconnects": 0, "last_error": "", "last_message_at": None, "updated_at": None,
+            "cursor": None, "subscription_expires_at": None, "invalid_codes": {}})
+    return rows

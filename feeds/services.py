@@ -25,8 +25,11 @@ def feed_status_update(
     reconnects: int,
     last_error: str,
     details: dict[str, Any],
-) -> None:
-    FeedStatus.objects.update_or_create(
+) -> dict[str, Any]:
+    """Store a worker's status; returns it as the health page shows it."""
+    from .selectors import feed_status_message
+
+    row, _ = FeedStatus.objects.update_or_create(
         account_id=account_id,
         defaults={
             "state": state,
@@ -38,6 +41,7 @@ def feed_status_update(
             "details": details,
         },
     )
+    return feed_status_message(row)
 
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 
+from feeds.broadcast import publish_feed_status
+
 __all__ = ["StatusSink", "MemoryStatus", "FeedStatusReporter"]
 
 log = logging.getLogger(__name__)
@@ -85,16 +87,17 @@ class FeedStatusReporter(MemoryStatus):
 
     async def flush(self) -> None:
         try:
-            await sync_to_async(self._write)()
-        except Exception:  # status is best effort: a DB hiccup must not stop the feed
+            status = await sync_to_async(self._write)()
+            await publish_feed_status(status)
+        except Exception:  # status is best effort: a DB or Redis hiccup must not stop the feed
             log.exception("could not write feed status for account %s", self.account_id)
 
-    def _write(self) -> None:
+    def _write(self) -> dict:
         # Imported here: transports import this module, and they must stay importable
         # without Django's app registry (the simulators' tests run without it).
         from feeds.services import feed_status_update
 
-        feed_status_update(
+        return feed_status_update(
             account_id=self.account_id,
             state=self.state,
             last_message_at=self.last_message_at,

@@ -25,6 +25,7 @@ class SimulatorBase:
     """
 
     control_not_found: tuple[type[Exception], ...] = ()
+    _server: Any = None  # the listening server (asyncio's or websockets'), once started
 
     def __init__(self, *, host: str, control_token: str | None) -> None:
         self.host = host
@@ -46,6 +47,11 @@ class SimulatorBase:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the simulator first"
+        return self._server.sockets[0].getsockname()[1]
 
     @property
     def _public_host(self) -> str:
@@ -94,7 +100,7 @@ class SimulatorBase:
         """(HTTP status, JSON payload) for `/control/<action>` with these query parameters."""
         if self.control_token is None or query.pop("token", None) != self.control_token:
             return 403, {"error": "Forbidden"}
-        handler = getattr(self, f"_control_{action}", None) if action.isidentifier() else None
+        handler = getattr(self, f"_control_{action}", None)
         if handler is None:
             return 404, {"error": f"Unknown action {action!r}"}
         try:

@@ -103,6 +103,25 @@ def test_the_instrument_page_draws_the_chart_and_filters_news(browser, stack: St
     assert alice.goto(f"{stack.base_url}/instrument/{xom_id}/").status == 404
 
 
+def test_the_feed_health_page_is_live_for_staff_and_refused_to_others(browser, stack: Stack):
+    expect = playwright_api.expect
+    admin = logged_in_board(browser, stack, "admin")
+    admin.click("text=Feed health")
+    expect(admin.locator("#conn-status")).to_have_attribute("data-state", "live", timeout=15_000)
+    for provider in ("stocknews", "insightsentry", "stocktwits", "knowsis"):
+        expect(admin.locator(f'tr[data-provider="{provider}"] .feed-state')).to_have_text("connected", timeout=15_000)
+    counter = admin.locator('tr[data-provider="insightsentry"] .feed-messages')
+    before = int(counter.inner_text())
+    expect(counter).not_to_have_text(str(before), timeout=15_000)  # the simulator keeps ticking: live updates
+    expect(admin.locator('tr[data-provider="insightsentry"] .feed-rate')).not_to_have_text("—", timeout=15_000)
+    admin.screenshot(path=str(ARTIFACTS / "health.png"), full_page=True)
+    alice = logged_in_board(browser, stack, "alice")
+    assert "Feed health" not in alice.content()
+    alice.goto(f"{stack.base_url}/health/")
+    assert "/admin/login/" in alice.url  # staff only
+    assert alice.request.get(f"{stack.base_url}/api/health/").status == 403
+
+
 def test_board_reconnects_and_resyncs_what_it_missed(browser, stack: Stack):
     """The server goes away; news stored meanwhile shows up after the socket comes back."""
     expect = playwright_api.expect

@@ -1,0 +1,64 @@
+/*
+ * Feed health (staff): one row per provider account, updated live from the workers' status
+ * messages. Messages per minute are derived from the message counter over the last minute.
+ */
+"use strict";
+(() => {
+  const root = document.getElementById("health");
+  if (!root) return;
+  const feeds = new Map(); // provider -> status
+  const history = new Map(); // provider -> [[time, messages], ...] over the last minute
+
+  function ago(iso) {
+    if (!iso) return "never";
+    const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+    return s < 60 ? s + " s ago" : s < 3600 ? Math.round(s / 60) + " min ago" : Math.round(s / 3600) + " h ago";
+  }
+
+  function rate(provider) {
+    const points = history.get(provider) || [];
+    if (points.length < 2) return "—";
+    const [t0, m0] = points[0], [t1, m1] = points[points.length - 1];
+    return t1 > t0 ? String(Math.round(((m1 - m0) * 60000) / (t1 - t0))) : "—";
+  }
+
+  function cell(text, cls) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    return td;
+  }
+
+  function render() {
+    document.getElementById("feeds").replaceChildren(...[...feeds.values()].map((f) => {
+      const tr = document.createElement("tr");
+      tr.setAttribute("data-provider", f.provider);
+      tr.setAttribute("data-state", f.state);
+      const where = [f.cursor ? "cursor " + f.cursor : "", f.subscription_expires_at ? "expires " + f.subscription_expires_at : "",
+        Object.keys(f.invalid_codes || {}).length ? "invalid: " + Object.keys(f.invalid_codes).join(", ") : ""].filter(Boolean).join(" · ");
+      tr.append(cell(f.provider), cell(f.state.replace("_", " "), "feed-state"), cell(ago(f.last_message_at)),
+        cell(rate(f.provider), "feed-rate"), cell(String(f.messages), "feed-messages"), cell(String(f.reconnects)),
+        cell(String(f.parse_errors)), cell(where || "—"), cell(f.last_error || "—", "feed-error"));
+      return tr;
+    }));
+  }
+
+  function apply(status) {
+    feeds.set(status.provider, status);
+    const points = (history.get(status.provider) || []).filter(([t]) => Date.now() - t < 60000);
+    points.push([Date.now(), status.messages]);
+    history.set(status.provider, points);
+  }
+
+  window.TickerwireLive.connect({
+    wsPath: root.dataset.wsPath,
+    onOpen: async () => {
+      const res = await fetch(root.dataset.dataUrl, { credentials: "same-origin" });
+      if (!res.ok) throw new Error("health HTTP " + res.status);
+      for (const status of (await res.json()).feeds) apply(status);
+      render();
+    },
+    onMessage: (msg) => { if (msg.type === "feed_status") { apply(msg.status); render(); } },
+  });
+  setInterval(render, 5000); // "last message" ages even when nothing arrives
+})();
