@@ -7,7 +7,18 @@ from collections.abc import Iterable
 from . import events as ev
 from django.db.models import Q
 
-from .models import Alert, Bar, FeedStatus, NewsItem, ProviderAccount, Quote, SentimentSample
+from .models import (
+    Alert,
+    Bar,
+    DeliveryState,
+    FeedStatus,
+    NewsItem,
+    Provider,
+    ProviderAccount,
+    Quote,
+    SentimentSample,
+    WebhookDelivery,
+)
 
 NEWS_PER_INSTRUMENT = 5
 
@@ -126,8 +137,25 @@ def feed_status_list() -> list[dict]:
     rows = []
     for account in ProviderAccount.objects.order_by("provider").select_related("status"):
         status = getattr(account, "status", None)
+        if status is None and account.provider == Provider.TRENDSPOTTR:
+            rows.append(_webhook_status(account))
+            continue
         rows.append(feed_status_message(status) if status else {
             "provider": account.provider, "state": "stopped" if account.enabled else "disabled", "messages": 0,
             "parse_errors": 0, "reconnects": 0, "last_error": "", "last_message_at": None, "updated_at": None,
             "cursor": None, "subscription_expires_at": None, "invalid_codes": {}})
     return rows
+
+
+def _webhook_status(account: ProviderAccount) -> dict:
+    """A webhook-driven provider has no worker: its health is what it delivered."""
+    deliveries = WebhookDelivery.objects.filter(provider=account.provider)
+    last = deliveries.order_by("-received_at").first()
+    failed = deliveries.filter(state=DeliveryState.FAILED).order_by("-received_at").first()
+    return {
+        "provider": account.provider, "state": "webhook" if account.enabled else "disabled",
+        "messages": deliveries.count(), "parse_errors": deliveries.filter(state=DeliveryState.FAILED).count(),
+        "reconnects": 0, "last_error": failed.error if failed else "",
+        "last_message_at": last.received_at.isoformat().replace("+00:00", "Z") if last else None,
+        "updated_at": None, "cursor": None, "subscription_expires_at": None, "invalid_codes": {},
+    }

@@ -59,3 +59,20 @@ def test_logout_is_post_only_and_csrf_protected(teams):
     client = Client(enforce_csrf_checks=True)
     client.force_login(teams[0])
     assert client.post("/logout/").status_code == 403
+
+
+def test_health_data_lists_every_account_for_staff_only(client, teams):
+    from django.contrib.auth import get_user_model
+
+    from feeds.models import ProviderAccount, WebhookDelivery
+
+    ProviderAccount.objects.create(provider="stocknews", endpoint="wss://x.example/ws", token="secret-token-1234")
+    ProviderAccount.objects.create(provider="trendspottr", endpoint="https://api.example", api_key="k" * 20)
+    WebhookDelivery.objects.create(provider="trendspottr", event_id="1", payload={}, state="processed")
+    client.force_login(teams[0])
+    assert client.get("/api/health/").status_code == 403
+    client.force_login(get_user_model().objects.create_user("ops", password="pw-ops-123456", is_staff=True))
+    feeds = {f["provider"]: f for f in client.get("/api/health/").json()["feeds"]}
+    assert feeds["stocknews"]["state"] == "stopped" and feeds["trendspottr"]["state"] == "webhook"
+    assert feeds["trendspottr"]["messages"] == 1
+    assert "secret-token-1234" not in client.get("/api/health/").content.decode()

@@ -19,7 +19,8 @@
     const points = history.get(provider) || [];
     if (points.length < 2) return "—";
     const [t0, m0] = points[0], [t1, m1] = points[points.length - 1];
-    return t1 > t0 ? String(Math.round(((m1 - m0) * 60000) / (t1 - t0))) : "—";
+    // Over at least 5 s of observation, or the first two reports would give a meaningless spike.
+    return t1 - t0 >= 5000 ? String(Math.round(((m1 - m0) * 60000) / (t1 - t0))) : "—";
   }
 
   function cell(text, cls) {
