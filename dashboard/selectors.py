@@ -88,3 +88,20 @@ def board_snapshot_for_user(*, user: AbstractBaseUser) -> dict:
             for wl in watchlists
         ]
     }
+
+
+def instrument_search(*, query: str, limit: int = 20) -> list[dict]:
+    """Instruments whose symbol starts with, or whose name contains, `query`."""
+    from django.db.models import Q
+
+    from feeds.models import Instrument
+
+    query = query.strip()[:40]
+    if not query:
+        return []
+    rows = Instrument.objects.filter(Q(symbol__istartswith=query) | Q(name__icontains=query)).order_by("symbol")[:limit]
+    return [{"id": i.pk, "symbol": i.symbol, "name": i.name, "exchange": i.exchange} for i in rows]
+
+
+def watchlist_get_for_user(*, user: AbstractBaseUser | AnonymousUser, watchlist_id: int) -> Watchlist | None:
+    return Watchlist.objects.filter(pk=watchlist_id, team_id__in=team_ids_for_user(user=user)).first()

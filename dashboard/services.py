@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
+
+from feeds.broadcast import publish_audience_notice
+from feeds.groups import team_audience
 
 from feeds.models import Instrument
 
 from .models import Membership, Role, Team, Watchlist, WatchlistItem
+
+EDIT_ROLES = (Role.OWNER, Role.EDITOR)
+
+
+def _require_editor(*, user, watchlist: Watchlist) -> None:
+    role = Membership.objects.filter(user=user, team_id=watchlist.team_id).values_list("role", flat=True).first()
+    if role not in EDIT_ROLES:
+        raise PermissionDenied("Only the team's owners and editors change its watchlists.")
+
+
+def _notify_team(watchlist: Watchlist) -> None:
+    notice = {"type": "watchlist_changed", "watchlist": watchlist.pk}
+    transaction.on_commit(lambda: async_to_sync(publish_audience_notice)(team_audience(watchlist.team_id), notice))
+
+
+@transaction.atomic
+def watchlist_add_instrument(*, watchlist: Watchlist, instrument: Instrument, by) -> WatchlistItem:
+    """Add an instrument (owners and editors only); teammates' open boards resync at once."""
+    _require_editor(user=by, watchlist=watchlist)
+    position = (watchlist.items.order_by("-position").values_list("position", flat=True).first() or 0) + 1
+    item, _ = WatchlistItem.objects.get_or_create(watchlist=watchlist, instrument=instrument,
+                                                  defaults={"position": position})
+    _notify_team(watchlist)
+    return item
+
+
+@transaction.atomic
+def watchlist_remove_instrument(*, watchlist: Watchlist, instrument: Instrument, by) -> None:
+    _require_editor(user=by, watchlist=watchlist)
+    WatchlistItem.objects.filter(watchlist=watchlist, instrument=instrument).delete()
+    _notify_team(watchlist)
+
 
 DEMO_INSTRUMENTS = [
     # symbol, name, exchange, Knowsis websocket_channel (illustrative)
@@ -17,6 +54,9 @@ DEMO_INSTRUMENTS = [
     ("TSLA", "Tesla, Inc.", "NASDAQ", "tesla-inc"),
     ("JPM", "JPMorgan Chase & Co.", "NYSE", "jpmorgan-chase"),
     ("XOM", "Exxon Mobil Corporation", "NYSE", "exxon-mobil"),
+    # On no watchlist at first: for editors to add from the board.
+    ("AMZN", "Amazon.com, Inc.", "NASDAQ", "amazon-com"),
+    ("GOOGL", "Alphabet Inc.", "NASDAQ", "alphabet-inc"),
 ]
 DEMO_TEAMS = {
     "Alpha Desk": {"watchlist": "Tech leaders", "symbols": ["AAPL", "MSFT", "NVDA", "TSLA"],

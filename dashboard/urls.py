@@ -9,5 +9,8 @@ urlpatterns = [
     path("instrument/<int:instrument_id>/", views.instrument_page, name="instrument"),
     path("api/instrument/<int:instrument_id>/", views.instrument_data, name="instrument-detail"),
     path("health/", views.health_page, name="health"),
+    path("api/instruments/", views.instruments_search, name="instrument-search"),
+    path("api/watchlists/<int:watchlist_id>/items/", views.watchlist_items, name="watchlist-items"),
+    path("api/watchlists/<int:watchlist_id>/items/<int:instrument_id>/", views.watchlist_items, name="watchlist-item"),
     path("api/health/", views.health_data, name="health-data"),
 ]

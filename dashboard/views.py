@@ -17,7 +17,15 @@ from django.contrib.admin.views.decorators import staff_member_required
 
 from feeds.selectors import feed_status_list, instrument_detail
 
-from .selectors import board_snapshot_for_user, instrument_get_for_user
+import json
+
+from django.core.exceptions import PermissionDenied
+from django.views.decorators.http import require_http_methods
+
+from feeds.models import Instrument
+
+from .selectors import board_snapshot_for_user, instrument_get_for_user, instrument_search, watchlist_get_for_user
+from .services import watchlist_add_instrument, watchlist_remove_instrument
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +94,38 @@ def health_data(request: HttpRequest) -> JsonResponse:
     if not (request.user.is_authenticated and request.user.is_staff):
         return JsonResponse({"error": "staff only"}, status=403)
     return JsonResponse({"feeds": feed_status_list()})
+
+
+@require_GET
+def instruments_search(request: HttpRequest) -> JsonResponse:
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "not_authenticated"}, status=401)
+    return JsonResponse({"instruments": instrument_search(query=request.GET.get("q", ""))})
+
+
+@require_http_methods(["POST", "DELETE"])
+def watchlist_items(request: HttpRequest, watchlist_id: int, instrument_id: int | None = None) -> JsonResponse:
+    """POST {"instrument_id": n} adds; DELETE .../<instrument_id>/ removes. CSRF-protected."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "not_authenticated"}, status=401)
+    watchlist = watchlist_get_for_user(user=request.user, watchlist_id=watchlist_id)
+    if watchlist is None:
+        log.warning("user %s refused watchlist %s", request.user.pk, watchlist_id)
+        return JsonResponse({"error": "not_found"}, status=404)
+    if request.method == "POST":
+        try:
+            instrument_id = int(json.loads(request.body or b"{}").get("instrument_id"))
+        except (ValueError, TypeError, AttributeError):
+            return JsonResponse({"error": "instrument_id required"}, status=400)
+    instrument = Instrument.objects.filter(pk=instrument_id).first()
+    if instrument is None:
+        return JsonResponse({"error": "no such instrument"}, status=404)
+    try:
+        if request.method == "POST":
+            watchlist_add_instrument(watchlist=watchlist, instrument=instrument, by=request.user)
+        else:
+            watchlist_remove_instrument(watchlist=watchlist, instrument=instrument, by=request.user)
+    except PermissionDenied as exc:
+        log.warning("user %s: watchlist %s change refused: %s", request.user.pk, watchlist_id, exc)
+        return JsonResponse({"error": str(exc)}, status=403)
+    return JsonResponse({"ok": True})

@@ -16,7 +16,8 @@ from channels.layers import get_channel_layer
 from .events import Event
 from .groups import audience_group, feed_health_group, instrument_group, user_group
 
-__all__ = ["FORWARD_TYPE", "REVOKE_TYPE", "event_text", "publish_events", "publish_revoke", "publish_feed_status"]
+__all__ = ["FORWARD_TYPE", "REVOKE_TYPE", "event_text", "publish_events", "publish_revoke", "publish_feed_status",
+           "publish_audience_notice"]
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +58,10 @@ async def publish_feed_status(status: dict) -> None:
     """A feed worker's health (JSON primitives only) to the staff health page."""
     text = json.dumps({"type": "feed_status", "status": status}, separators=(",", ":"))
     await get_channel_layer().group_send(feed_health_group(), {"type": FORWARD_TYPE, "text": text})
+
+
+async def publish_audience_notice(audience: str, notice: dict) -> None:
+    """A small notice (JSON primitives) to every socket of an audience, e.g. a team's
+    `{"type": "watchlist_changed", ...}`: browsers resync from their snapshot."""
+    text = json.dumps(notice, separators=(",", ":"))
+    await get_channel_layer().group_send(audience_group(audience), {"type": FORWARD_TYPE, "text": text})

@@ -93,9 +93,14 @@ async def _read_head(reader: asyncio.StreamReader) -> list[str] | None:
         # else: an empty line before the request line, which RFC 9112 says to ignore
 
 
+def phrase(status: int) -> str:
+    """The reason phrase for `status` ("Error" for codes without one)."""
+    return _PHRASES.get(status, "Error")
+
+
 def head(status: int, headers: dict[str, str]) -> bytes:
     """A response's status line and headers, blank line included."""
-    lines = [f"HTTP/1.1 {status} {_PHRASES.get(status, 'Error')}", *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [f"HTTP/1.1 {status} {phrase(status)}", *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 

@@ -122,6 +122,31 @@ def test_the_feed_health_page_is_live_for_staff_and_refused_to_others(browser, s
     assert alice.request.get(f"{stack.base_url}/api/health/").status == 403
 
 
+def test_an_editor_adds_an_instrument_and_a_viewer_sees_it_live_without_controls(browser, stack: Stack):
+    expect = playwright_api.expect
+    alice = logged_in_board(browser, stack, "alice")  # owner of Alpha Desk
+    bob = logged_in_board(browser, stack, "bob")  # viewer of Alpha Desk
+    expect(bob.locator(".add-instrument")).to_have_count(0)
+    expect(bob.locator(".remove-instrument")).to_have_count(0)
+    alice.fill(".add-instrument input", "Amazon")
+    alice.locator(".add-instrument input").press("End")
+    expect(alice.locator("datalist option")).to_have_count(1, timeout=10_000)
+    alice.fill(".add-instrument input", "AMZN")
+    alice.click(".add-instrument button")
+    expect(bob.locator('[data-symbol="AMZN"]')).to_be_visible(timeout=15_000)  # live on a teammate's board
+    # The viewer has no controls, and the server refuses the action anyway.
+    [(watchlist_id,)] = stack.query("SELECT w.id FROM dashboard_watchlist w JOIN dashboard_team t ON t.id = w.team_id "
+                                    "WHERE t.name = 'Alpha Desk'")
+    [(amzn_id,)] = stack.query("SELECT id FROM feeds_instrument WHERE symbol = 'AMZN'")
+    csrf = next(c["value"] for c in bob.context.cookies() if c["name"] == "csrftoken")
+    refused = bob.request.delete(f"{stack.base_url}/api/watchlists/{watchlist_id}/items/{amzn_id}/",
+                                 headers={"X-CSRFToken": csrf, "Referer": stack.base_url + "/"})
+    assert refused.status == 403
+    expect(bob.locator('[data-symbol="AMZN"]')).to_be_visible()
+    alice.click('[data-symbol="AMZN"] .remove-instrument')
+    expect(bob.locator('[data-symbol="AMZN"]')).to_have_count(0, timeout=15_000)
+
+
 def test_board_reconnects_and_resyncs_what_it_missed(browser, stack: Stack):
     """The server goes away; news stored meanwhile shows up after the socket comes back."""
     expect = playwright_api.expect

@@ -163,9 +163,11 @@
     for (const inst of wl.instruments || []) {
       const parts = buildRow(inst);
       rows.set(inst.id, [...(rows.get(inst.id) || []), parts]);
+      window.TickerwireEdit.decorateRow(parts.root, wl, inst);
       body.append(parts.root);
     }
     section.append(head, body);
+    window.TickerwireEdit.decorateSection(section, wl);
     return section;
   }
 
@@ -282,7 +284,7 @@
     }
     for (const id of [...model.keys()]) if (!ids.has(id)) model.delete(id);
     const key = JSON.stringify(watchlists.map((w) => [w.id, w.name, w.team && w.team.name,
-      (w.instruments || []).map((i) => [i.id, i.symbol, i.name, i.exchange])]));
+      w.role, (w.instruments || []).map((i) => [i.id, i.symbol, i.name, i.exchange])]));
     if (key !== structureKey) {
       structureKey = key;
       rows.clear();
@@ -324,6 +326,7 @@
     },
     error: (msg) => console.warn("server error:", msg.error, msg.detail),
     revoked: () => resync(false), // access changed: a fresh snapshot, then watch again
+    watchlist_changed: () => resync(false), // a teammate added or removed an instrument
     pong: () => {},
   };
 
