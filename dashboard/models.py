@@ -91,3 +91,27 @@ class TrendAlertDefinition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.query_string} ({self.team})"
+
+
+class AlertAcknowledgement(models.Model):
+    """A user has seen and dealt with an alert (the inbox hides or dims it)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="alert_acks")
+    alert = models.ForeignKey("feeds.Alert", on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "alert"], name="alert_ack_unique")]
+
+
+class Preferences(models.Model):
+    """Per-user settings: display time zone, theme, and which alerts raise a desktop notification."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences")
+    time_zone = models.CharField(max_length=64, blank=True, help_text="IANA name, e.g. Europe/London; blank: the browser's.")
+    theme = models.CharField(max_length=8, choices=[("dark", "Dark"), ("light", "Light")], default="dark")
+    notify_knowsis_credible = models.BooleanField(default=True, help_text="Knowsis alerts with high credibility.")
+    notify_trendspottr_level = models.CharField(
+        max_length=16, blank=True, choices=[("", "Never"), ("Elevated", "Elevated and up"), ("High", "High and up"),
+                                             ("Extreme", "Extreme only")], default="High")
+    notify_sound = models.BooleanField(default=False)

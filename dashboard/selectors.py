@@ -105,3 +105,30 @@ def instrument_search(*, query: str, limit: int = 20) -> list[dict]:
 
 def watchlist_get_for_user(*, user: AbstractBaseUser | AnonymousUser, watchlist_id: int) -> Watchlist | None:
     return Watchlist.objects.filter(pk=watchlist_id, team_id__in=team_ids_for_user(user=user)).first()
+
+
+def alert_inbox_for_user(*, user: AbstractBaseUser, limit: int = 200) -> dict:
+    """Every alert for the user's teams (their instruments' alerts and the teams' own), newest first,
+    each with whether this user acknowledged it; plus the watchlist ids the page watches live."""
+    from .models import AlertAcknowledgement
+
+    instrument_ids = instrument_ids_visible_to_user(user=user)
+    alerts = alert_messages_for(instrument_ids=instrument_ids, audiences=audiences_for_user(user=user), limit=limit)
+    acked = set(AlertAcknowledgement.objects.filter(user=user).values_list("alert__provider", "alert__external_id"))
+    for alert in alerts:
+        alert["acknowledged"] = (alert["provider"], alert["external_id"]) in acked
+    lists = list(Watchlist.objects.filter(team_id__in=team_ids_for_user(user=user)).values_list("id", flat=True))
+    return {"alerts": alerts, "watchlists": lists}
+
+
+def alert_get_for_user(*, user: AbstractBaseUser, provider: str, external_id: str):
+    """The alert if this user may see it (its instrument is on their teams' watchlists, or it is
+    addressed to one of their teams), else None."""
+    from django.db.models import Q
+
+    from feeds.models import Alert
+
+    return Alert.objects.filter(
+        Q(instrument_id__in=instrument_ids_visible_to_user(user=user)) | Q(audience__in=audiences_for_user(user=user)),
+        provider=provider, external_id=external_id,
+    ).first()

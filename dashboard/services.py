@@ -12,7 +12,7 @@ from feeds.groups import team_audience
 
 from feeds.models import Instrument
 
-from .models import Membership, Role, Team, Watchlist, WatchlistItem
+from .models import AlertAcknowledgement, Membership, Role, Team, Watchlist, WatchlistItem
 
 EDIT_ROLES = (Role.OWNER, Role.EDITOR)
 
@@ -44,6 +44,10 @@ def watchlist_remove_instrument(*, watchlist: Watchlist, instrument: Instrument,
     _require_editor(user=by, watchlist=watchlist)
     WatchlistItem.objects.filter(watchlist=watchlist, instrument=instrument).delete()
     _notify_team(watchlist)
+
+
+def alert_acknowledge(*, user, alert) -> None:
+    AlertAcknowledgement.objects.get_or_create(user=user, alert=alert)
 
 
 DEMO_INSTRUMENTS = [

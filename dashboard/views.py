@@ -24,8 +24,15 @@ from django.views.decorators.http import require_http_methods
 
 from feeds.models import Instrument
 
-from .selectors import board_snapshot_for_user, instrument_get_for_user, instrument_search, watchlist_get_for_user
-from .services import watchlist_add_instrument, watchlist_remove_instrument
+from .selectors import (
+    alert_get_for_user,
+    alert_inbox_for_user,
+    board_snapshot_for_user,
+    instrument_get_for_user,
+    instrument_search,
+    watchlist_get_for_user,
+)
+from .services import alert_acknowledge, watchlist_add_instrument, watchlist_remove_instrument
 
 log = logging.getLogger(__name__)
 
@@ -128,4 +135,36 @@ def watchlist_items(request: HttpRequest, watchlist_id: int, instrument_id: int 
     except PermissionDenied as exc:
         log.warning("user %s: watchlist %s change refused: %s", request.user.pk, watchlist_id, exc)
         return JsonResponse({"error": str(exc)}, status=403)
+    return JsonResponse({"ok": True})
+
+
+@require_GET
+@login_required
+def inbox_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/inbox.html", {"ws_path": "/ws/stream/", "data_url": reverse("inbox-data")})
+
+
+@require_GET
+@never_cache
+def inbox_data(request: HttpRequest) -> JsonResponse:
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "not_authenticated"}, status=401)
+    return JsonResponse(alert_inbox_for_user(user=request.user))
+
+
+@require_http_methods(["POST"])
+def alert_ack(request: HttpRequest) -> JsonResponse:
+    """POST {"provider": ..., "external_id": ...}: the user has dealt with this alert. CSRF-protected."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "not_authenticated"}, status=401)
+    try:
+        body = json.loads(request.body or b"{}")
+        provider, external_id = str(body["provider"]), str(body["external_id"])
+    except (ValueError, KeyError, TypeError):
+        return JsonResponse({"error": "provider and external_id required"}, status=400)
+    alert = alert_get_for_user(user=request.user, provider=provider, external_id=external_id)
+    if alert is None:
+        log.warning("user %s refused alert %s:%s", request.user.pk, provider, external_id)
+        return JsonResponse({"error": "not_found"}, status=404)
+    alert_acknowledge(user=request.user, alert=alert)
     return JsonResponse({"ok": True})

@@ -180,7 +180,7 @@ class HttpSimulator(SimulatorBase):
                 query = query_params(url.query, keep_blank=True)
                 return await respond(writer, *await self._control(url.path.removeprefix("/control/"), query))
             await self._route(request, reader, writer)
-        except ConnectionError:
+        except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away: nothing more to say
         except asyncio.CancelledError:
             pass  # stop(): end quietly (3.11's start_server logs a handler that ends cancelled)

@@ -16,17 +16,19 @@ import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Callable, Iterable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult
 
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.http11 import Response
 from websockets.protocol import State
 
 from feeds.outbox import SlidingWindow
 
 from . import marketgen
+from .base import coerce_fields, switch
 from .marketgen import Interval, Quote
+from .wsbase import WebSocketSimulator, close_connections, drop_connections
 
 UNSUPPORTED_DATA = 1003
 POLICY_VIOLATION = 1008
@@ -120,7 +122,7 @@ def _parse_subscription(sub: Any) -> Subscription:
     return Subscription(code, kind, Interval(unit, length) if kind == "series" else None)
 
 
-class InsightSentrySimulator:
+class InsightSentrySimulator(WebSocketSimulator):
     """Knobs: silent (frozen: sends nothing, keeps sockets), emit_quote(), send_error(),
     close_all(), drop_all(), evict(), max_connections, delays, quote_shape.
     Observability: connection_attempts, open_connections, received, subscriptions_of(), wait_for()."""
@@ -133,13 +135,13 @@ class InsightSentrySimulator:
         clock: Callable[[], float] = time.time, max_subscribes: int = 300, subscribe_window: float = 300.0,
     ) -> None:
         assert quote_shape in ("flat", "envelope", "mixed"), quote_shape
+        super().__init__(host=host, control_token=control_token)
         self.api_keys = set(api_keys)
-        self.host, self._requested_port = host, port
+        self._requested_port = port
         self.tick_interval, self.heartbeat_interval = tick_interval, heartbeat_interval
         self.quote_shape = quote_shape
         self.delays = dict(delays or {})  # code -> delay_seconds (0 real-time, 900 delayed, -1 EOD)
         self.max_connections = max_connections
-        self.control_token = control_token
         self._clock = clock
         # Reported: >~300 subscribe messages per 5 minutes are ignored while the feed goes on.
         self.max_subscribes, self.subscribe_window = max_subscribes, subscribe_window
@@ -151,42 +153,23 @@ class InsightSentrySimulator:
         self._rounds = itertools.count()  # alternates shapes when quote_shape == "mixed"
         self._numbers = itertools.count(1)
         self._clients: dict[int, _Client] = {}
-        self._changed = asyncio.Event()
-        self._server: Server | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # ping_interval=None: clients keep the link alive with text `ping`; protocol-level pings
-        # from us would hide client keep-alive bugs.
-        self._server = await serve(self._handle, self.host, self._requested_port,
-                                   process_request=self._process_request, ping_interval=None)
-        self._tasks = [asyncio.create_task(self._tick_loop()), asyncio.create_task(self._heartbeat_loop())]
+        # Clients keep the link alive with text `ping` (hence no protocol-level pings from us).
+        self._server = await self._serve(self._requested_port)
+        self._spawn(self._tick_loop())
+        self._spawn(self._heartbeat_loop())
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._cancel_tasks()
         if self._server:
             self._server.close()  # closes open connections with 1001 (going away)
             await self._server.wait_closed()
 
-    async def __aenter__(self) -> InsightSentrySimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "start() the simulator first"
-        return self._server.sockets[0].getsockname()[1]
-
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        return f"ws://{host}:{self.port}/live"
+        return f"ws://{self._public_host}:{self.port}/live"
 
     @property
     def open_connections(self) -> int:
@@ -210,82 +193,59 @@ class InsightSentrySimulator:
         return self._broadcast(self._all_ws(), {"error": error, **fields})
 
     async def close_all(self, code: int = 1000, reason: str = "") -> int:
-        connections = self._all_ws()
-        await asyncio.gather(*(ws.close(code, reason) for ws in connections), return_exceptions=True)
-        return len(connections)
+        return await close_connections(self._all_ws(), code, reason)
 
     def drop_all(self) -> int:
         """Abort every TCP connection without a close frame (a crashed server or dead network)."""
-        connections = self._all_ws()
-        for ws in connections:
-            ws.transport.abort()
-        return len(connections)
+        return drop_connections(self._all_ws())
 
     async def evict(self, api_key: str) -> int:
         victims = [c.ws for c in self._clients.values() if c.api_key == api_key]
         self._broadcast(victims, {"error": "connection_evicted"})
-        await asyncio.gather(*(ws.close(POLICY_VIOLATION, "connection_evicted") for ws in victims),
-                             return_exceptions=True)
-        return len(victims)
+        return await close_connections(victims, POLICY_VIOLATION, "connection_evicted")
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Wait until `predicate()` is true: woken by state changes, re-checked every 10 ms."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._changed.clear()
-                try:
-                    await asyncio.wait_for(self._changed.wait(), 0.01)
-                except TimeoutError:
-                    pass
+    # -- HTTP: path check (/control/... is answered by WebSocketSimulator) -------------------
 
-    # -- HTTP: control endpoint and path check -----------------------------------------------
-
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        url = urlsplit(request.path)
-        if url.path.startswith("/control/"):
-            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            return await self._control(connection, url.path.removeprefix("/control/"), query)
+    async def _handshake(self, connection: ServerConnection, url: SplitResult) -> Response | None:
         if url.path != "/live":
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         self.connection_attempts += 1
-        self._changed.set()
+        self._notify()
         return None  # no auth at the handshake: the key comes with each subscribe message
 
-    async def _control(self, connection: ServerConnection, action: str, query: dict[str, str]) -> Response:
-        if self.control_token is None or query.pop("token", None) != self.control_token:
-            return _json(connection, HTTPStatus.FORBIDDEN, {"error": "Forbidden"})
-        try:
-            if action == "emit_quote":
-                code, price = query.pop("code"), float(query.pop("price"))
-                fields = {k: _coerce(k, v) for k, v in query.items()}
-                return _json(connection, HTTPStatus.OK, self.emit_quote(code, price, **fields))
-            if action == "error":
-                sent = self.send_error(query.pop("error"), **query)
-                return _json(connection, HTTPStatus.OK, {"sent": sent})
-            if action == "close":
-                closed = await self.close_all(int(query.get("code", "1000")), query.get("reason", ""))
-                return _json(connection, HTTPStatus.OK, {"closed": closed})
-            if action == "drop":
-                return _json(connection, HTTPStatus.OK, {"dropped": self.drop_all()})
-            if action == "evict":
-                return _json(connection, HTTPStatus.OK, {"evicted": await self.evict(query["api_key"])})
-            if action == "silent":
-                self.silent = query.get("on", "1").strip().lower() in {"1", "true", "yes", "on"}
-            elif action != "stats":
-                return _json(connection, HTTPStatus.NOT_FOUND, {"error": f"Unknown action {action!r}"})
-        except (KeyError, ValueError) as exc:
-            return _json(connection, HTTPStatus.BAD_REQUEST, {"error": f"Bad request: {exc}"})
-        return _json(connection, HTTPStatus.OK, {
-            "connectionAttempts": self.connection_attempts, "openConnections": self.open_connections,
-            "received": len(self.received), "silent": self.silent,
-            "subscriptions": {n: self.subscriptions_of(n) for n in self._clients}})
+    # -- /control/<action>: see SimulatorBase ------------------------------------------------
+
+    def _control_emit_quote(self, query: dict[str, str]) -> dict[str, Any]:
+        code, price = query.pop("code"), float(query.pop("price"))
+        # Numeric quote fields must stay numbers in the emitted JSON.
+        return self.emit_quote(code, price, **coerce_fields(query, _NUMERIC))
+
+    def _control_error(self, query: dict[str, str]) -> dict[str, Any]:
+        return {"sent": self.send_error(query.pop("error"), **query)}
+
+    async def _control_close(self, query: dict[str, str]) -> dict[str, Any]:
+        return {"closed": await self.close_all(int(query.get("code", "1000")), query.get("reason", ""))}
+
+    def _control_drop(self, query: dict[str, str]) -> dict[str, Any]:
+        return {"dropped": self.drop_all()}
+
+    async def _control_evict(self, query: dict[str, str]) -> dict[str, Any]:
+        return {"evicted": await self.evict(query["api_key"])}
+
+    def _control_silent(self, query: dict[str, str]) -> None:
+        self.silent = switch(query)
+
+    def _stats(self) -> dict[str, Any]:
+        return {"connectionAttempts": self.connection_attempts, "openConnections": self.open_connections,
+                "received": len(self.received), "silent": self.silent,
+                "subscriptions": {n: self.subscriptions_of(n) for n in self._clients}}
 
     # -- connection handler ------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
         client = _Client(next(self._numbers), ws, SlidingWindow(self.max_subscribes, self.subscribe_window))
         self._clients[client.number] = client
-        self._changed.set()
+        self._notify()
         try:
             self._broadcast([ws], {"message": "Connecting..."})
             async for raw in ws:
@@ -296,17 +256,10 @@ class InsightSentrySimulator:
             pass
         finally:
             del self._clients[client.number]
-            self._changed.set()
+            self._notify()
 
     async def _on_message(self, client: _Client, raw: str | bytes) -> None:
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        try:
-            message: Any = json.loads(text)
-            is_json = True
-        except ValueError:
-            message, is_json = text, False  # recorded raw so tests can see what was sent
-        self.received.append((client.number, message))
-        self._changed.set()
+        text, message, is_json = self._record(client.number, raw)
         if self.silent:
             return  # frozen: reads, but neither replies nor enforces anything
         if text.strip() == "ping" and not isinstance(raw, bytes):
@@ -331,7 +284,7 @@ class InsightSentrySimulator:
             await client.ws.close(exc.close_code, exc.error)
             return
         client.api_key, client.subscriptions = key, subs  # replaces the whole set
-        self._changed.set()
+        self._notify()
 
     # -- market data -------------------------------------------------------------------------
 
@@ -398,9 +351,6 @@ class InsightSentrySimulator:
         wanted = Subscription(code, kind, interval)
         return [c.ws for c in self._clients.values() if wanted in c.subscriptions]
 
-    def _all_ws(self) -> list[ServerConnection]:
-        return list(self._server.connections) if self._server else []
-
     def _broadcast(self, connections: Iterable[ServerConnection], message: dict[str, Any]) -> int:
         """Queue `message` on each open connection without awaiting; nothing while silent."""
         targets = [ws for ws in connections if ws.state is State.OPEN]
@@ -411,21 +361,6 @@ class InsightSentrySimulator:
 
 def _envelope(now_ms: int, items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"last_update": now_ms, "total_items": len(items), "data": items}
-
-
-def _json(connection: ServerConnection, status: HTTPStatus, payload: dict[str, Any]) -> Response:
-    response = connection.respond(status, json.dumps(payload))
-    del response.headers["Content-Type"]
-    response.headers["Content-Type"] = "application/json"
-    return response
-
-
-def _coerce(key: str, value: str) -> Any:
-    """Query strings are text; numeric quote fields must stay numbers in the emitted JSON."""
-    if key not in _NUMERIC:
-        return value
-    number = float(value)
-    return int(number) if number.is_integer() else number
 
 
 def build_from_options(options: dict[str, Any]) -> InsightSentrySimulator:

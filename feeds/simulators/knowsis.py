@@ -19,15 +19,17 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
-from typing import Any, Callable, Iterable
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from typing import Any, Iterable
+from urllib.parse import SplitResult, parse_qs, quote, unquote, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.http11 import Response
 from websockets.protocol import State
 
 from . import knowsisgen
+from .base import switch
+from .wsbase import WebSocketSimulator, close_connections, drop_connections
 
 APP_NOT_FOUND = 4001
 UNSUPPORTED_PROTOCOL = 4007
@@ -58,7 +60,7 @@ class _Client:
     channels: set[str] = field(default_factory=set)
 
 
-class KnowsisSimulator:
+class KnowsisSimulator(WebSocketSimulator):
     """Knobs: emit(), close_all(), send_error_event(), drop_all(), freeze()/thaw() (half-open
     link), restart() (same port), blackhole (handshakes never answered), min_protocol.
     Observability: connection_attempts, open_connections, received, socket_ids,
@@ -70,13 +72,13 @@ class KnowsisSimulator:
         extra_keys: Iterable[str] = (), min_protocol: int = 5,
         control_token: str | None = None, seed: int | None = None,
     ) -> None:
+        super().__init__(host=host, control_token=control_token)
         self.app_key, self.app_secret = app_key, app_secret
         self.valid_keys = {app_key, *extra_keys}  # other keys are closed with 4001
-        self.host, self._port = host, port
+        self._port = port
         self.activity_timeout = activity_timeout
         self.news_interval = news_interval  # None/0: no automatic events (can change at runtime)
         self.min_protocol = min_protocol
-        self.control_token = control_token
         # Failure-injection knobs.
         self.blackhole = False
         self.frozen = False
@@ -89,30 +91,23 @@ class KnowsisSimulator:
         self._numbers = itertools.count(1)
         self._clients: dict[int, _Client] = {}
         self._channels: dict[str, knowsisgen.ChannelState] = {}
-        self._changed = asyncio.Event()
-        self._server: Server | None = None
         self._closing = False
         self._generator: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Listen; after stop() or restart() on the port used before, so clients can come back."""
-        # ping_interval=None: Pusher clients drive keep-alive; pings from us would hide their bugs.
+        # Pusher clients drive keep-alive (hence no pings from us).
         # open_timeout=None: a blackholed handshake must hang until the client gives up.
         self._closing = False
-        self._server = await serve(self._handle, self.host, self._port, process_request=self._process_request,
-                                   ping_interval=None, open_timeout=None, close_timeout=1)
+        self._server = await self._serve(self._port, open_timeout=None, close_timeout=1)
         self._port = self._server.sockets[0].getsockname()[1]
-        if self._generator is None or self._generator.done():
-            self._generator = asyncio.create_task(self._generate_loop())
+        if self._generator is None or self._generator.done():  # restart() keeps it running
+            self._generator = self._spawn(self._generate_loop())
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._generator, *self._tasks) if t and t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._cancel_tasks()
         await self._shutdown(1001, "")  # going away
 
     async def restart(self) -> None:
@@ -129,13 +124,6 @@ class KnowsisSimulator:
         await self._server.wait_closed()
         self._server = None
 
-    async def __aenter__(self) -> KnowsisSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     @property
     def port(self) -> int:
         """The bound port; still known after stop(), since start() binds it again."""
@@ -147,8 +135,7 @@ class KnowsisSimulator:
         return self._server is not None and self._server.is_serving()
 
     def url(self, key: str | None = None) -> str:
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        return f"ws://{host}:{self.port}/app/{quote(key or self.app_key)}?protocol=7&client=sim&version=1"
+        return f"ws://{self._public_host}:{self.port}/app/{quote(key or self.app_key)}?protocol=7&client=sim&version=1"
 
     @property
     def open_connections(self) -> int:
@@ -183,16 +170,11 @@ class KnowsisSimulator:
         return self._send(self._all_ws(), _error(code, message))
 
     async def close_all(self, code: int, reason: str = "") -> int:
-        connections = self._all_ws()
-        await asyncio.gather(*(ws.close(code, reason) for ws in connections), return_exceptions=True)
-        return len(connections)
+        return await close_connections(self._all_ws(), code, reason)
 
     def drop_all(self) -> int:
         """Abort every TCP connection without a close frame (a crashed server or dead network)."""
-        connections = self._all_ws()
-        for ws in connections:
-            ws.transport.abort()
-        return len(connections)
+        return drop_connections(self._all_ws())
 
     def freeze(self) -> None:
         """A half-open link: stop reading (so no WebSocket pongs either) and writing on every
@@ -207,64 +189,48 @@ class KnowsisSimulator:
         for ws in self._all_ws():
             ws.transport.resume_reading()
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float | None = 5.0) -> None:
-        """Wait until `predicate()` is true: woken by state changes, re-checked every 10 ms."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._changed.clear()
-                try:
-                    await asyncio.wait_for(self._changed.wait(), 0.01)
-                except TimeoutError:
-                    pass
+    # -- HTTP: the handshake gate (/control/... is answered by WebSocketSimulator) -----------
 
-    # -- HTTP: control endpoint and the handshake gate ---------------------------------------
-
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        url = urlsplit(request.path)
-        if url.path.startswith("/control/"):
-            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            return await self._control(connection, url.path.removeprefix("/control/"), query)
+    async def _handshake(self, connection: ServerConnection, url: SplitResult) -> Response | None:
         if not _APP_PATH.fullmatch(url.path):
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         self.connection_attempts += 1
-        self._changed.set()
+        self._notify()
         # The kernel accepted the TCP connection; a frozen or blackholed server never answers.
         await self.wait_for(lambda: self._closing or not (self.blackhole or self.frozen), timeout=None)
         return None  # bad keys and protocols are accepted, then closed with a 40xx code
 
-    async def _control(self, connection: ServerConnection, action: str, query: dict[str, str]) -> Response:
-        if self.control_token is None or query.pop("token", None) != self.control_token:
-            return _json(connection, HTTPStatus.FORBIDDEN, {"error": "Forbidden"})
-        try:
-            if action == "emit":
-                data = json.loads(query["data"]) if "data" in query else None
-                if data is not None and not isinstance(data, dict):
-                    raise ValueError("data must be a JSON object")
-                return _json(connection, HTTPStatus.OK, self.emit(query["channel"], query["event"], data))
-            if action == "close":
-                closed = await self.close_all(int(query.get("code", "1000")), query.get("reason", ""))
-                return _json(connection, HTTPStatus.OK, {"closed": closed})
-            if action == "error":  # code=null (or none) sends a null code, like a failed auth
-                code = int(query["code"]) if query.get("code", "null") != "null" else None
-                sent = self.send_error_event(code, query.get("message", ""))
-                return _json(connection, HTTPStatus.OK, {"sent": sent})
-            if action == "drop":
-                return _json(connection, HTTPStatus.OK, {"dropped": self.drop_all()})
-            if action == "freeze":
-                self.freeze() if _flag(query.get("on", "1")) else self.thaw()
-            elif action == "blackhole":
-                self.blackhole = _flag(query.get("on", "1"))
-            elif action == "restart":
-                # After this response: the restart closes the server this request came in on.
-                self._spawn(self.restart())
-            elif action != "stats":
-                return _json(connection, HTTPStatus.NOT_FOUND, {"error": f"Unknown action {action!r}"})
-        except (KeyError, ValueError) as exc:
-            return _json(connection, HTTPStatus.BAD_REQUEST, {"error": f"Bad request: {exc}"})
-        return _json(connection, HTTPStatus.OK, {
-            "connectionAttempts": self.connection_attempts, "openConnections": self.open_connections,
-            "received": len(self.received), "frozen": self.frozen, "blackhole": self.blackhole,
-            "subscriptions": {n: sorted(c.channels) for n, c in self._clients.items()}})
+    # -- /control/<action>: see SimulatorBase ------------------------------------------------
+
+    def _control_emit(self, query: dict[str, str]) -> dict[str, Any]:
+        data = json.loads(query["data"]) if "data" in query else None
+        if data is not None and not isinstance(data, dict):
+            raise ValueError("data must be a JSON object")
+        return self.emit(query["channel"], query["event"], data)
+
+    async def _control_close(self, query: dict[str, str]) -> dict[str, Any]:
+        return {"closed": await self.close_all(int(query.get("code", "1000")), query.get("reason", ""))}
+
+    def _control_error(self, query: dict[str, str]) -> dict[str, Any]:
+        code = int(query["code"]) if query.get("code", "null") != "null" else None  # null: as a failed auth
+        return {"sent": self.send_error_event(code, query.get("message", ""))}
+
+    def _control_drop(self, query: dict[str, str]) -> dict[str, Any]:
+        return {"dropped": self.drop_all()}
+
+    def _control_freeze(self, query: dict[str, str]) -> None:
+        self.freeze() if switch(query) else self.thaw()
+
+    def _control_blackhole(self, query: dict[str, str]) -> None:
+        self.blackhole = switch(query)
+
+    def _control_restart(self, query: dict[str, str]) -> None:
+        self._spawn(self.restart())  # after this response: it closes the server the request came in on
+
+    def _stats(self) -> dict[str, Any]:
+        return {"connectionAttempts": self.connection_attempts, "openConnections": self.open_connections,
+                "received": len(self.received), "frozen": self.frozen, "blackhole": self.blackhole,
+                "subscriptions": {n: sorted(c.channels) for n, c in self._clients.items()}}
 
     # -- connection handler ------------------------------------------------------------------
 
@@ -299,7 +265,7 @@ class KnowsisSimulator:
         self._clients[number] = client
         if self.frozen:  # froze between the handshake gate and here
             ws.transport.pause_reading()
-        self._changed.set()
+        self._notify()
         try:
             self._send([ws], {"event": "pusher:connection_established", "data": _dumps(
                 {"socket_id": client.socket_id, "activity_timeout": self.activity_timeout})})
@@ -309,16 +275,10 @@ class KnowsisSimulator:
             pass
         finally:
             del self._clients[number]
-            self._changed.set()
+            self._notify()
 
     def _on_message(self, client: _Client, raw: str | bytes) -> None:
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        try:
-            message: Any = json.loads(text)
-        except ValueError:
-            message = text  # recorded raw so tests can see what was sent
-        self.received.append((client.number, message))
-        self._changed.set()
+        _, message, _ = self._record(client.number, raw)
         if not isinstance(message, dict) or not isinstance(message.get("event"), str):
             self._send([client.ws], _error(None, "Invalid message: expected a JSON object with an event"))
             return
@@ -329,7 +289,7 @@ class KnowsisSimulator:
             self._subscribe(client, data)
         elif event == "pusher:unsubscribe":
             client.channels.discard(data.get("channel") if isinstance(data, dict) else None)
-            self._changed.set()
+            self._notify()
         elif event.startswith("client-"):
             self._send([client.ws], _error(None, _CLIENT_EVENTS_OFF))
         # Anything else (pusher:pong, unknown pusher: events) is ignored, as Pusher does.
@@ -354,7 +314,7 @@ class KnowsisSimulator:
                     None, f"Invalid signature: Expected HMAC SHA256 hex digest of {signed}, but got {given}"))
                 return
         client.channels.add(channel)
-        self._changed.set()
+        self._notify()
         self._send([client.ws], {"event": "pusher_internal:subscription_succeeded", "channel": channel,
                                  "data": "{}"})
 
@@ -375,9 +335,6 @@ class KnowsisSimulator:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _all_ws(self) -> list[ServerConnection]:
-        return list(self._server.connections) if self._server else []
-
     def _send(self, connections: Iterable[ServerConnection], message: dict[str, Any]) -> int:
         """Queue `message` on each open connection without awaiting; nothing while frozen."""
         targets = [ws for ws in connections if ws.state is State.OPEN]
@@ -385,26 +342,10 @@ class KnowsisSimulator:
             broadcast(targets, json.dumps(message))
         return len(targets) if not self.frozen else 0
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
 
 def _error(code: int | None, message: str) -> dict[str, Any]:
     # The one event whose data is an object, not a JSON string (protocol §3).
     return {"event": "pusher:error", "data": {"code": code, "message": message}}
-
-
-def _json(connection: ServerConnection, status: HTTPStatus, payload: dict[str, Any]) -> Response:
-    response = connection.respond(status, json.dumps(payload))
-    del response.headers["Content-Type"]
-    response.headers["Content-Type"] = "application/json"
-    return response
-
-
-def _flag(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def build_from_options(options: dict[str, Any]) -> KnowsisSimulator:

@@ -17,16 +17,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any, Callable, Iterable
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.http11 import Response
 from websockets.protocol import State
 
 from feeds.outbox import SlidingWindow
 
 from . import newsgen
+from .base import coerce_fields, optional_int, query_params, switch
+from .wsbase import WebSocketSimulator, close_connections
 
 POLICY_VIOLATION = 1008
 _NUMERIC_FIELDS = {"sentimentScore", "confidence", "price", "priceChange", "volume"}
@@ -50,7 +52,7 @@ def _reason(payload: dict[str, Any]) -> str:
     return text
 
 
-class StockNewsSimulator:
+class StockNewsSimulator(WebSocketSimulator):
     """Knobs: refuse_connections (HTTP 503), silent (frozen: sends nothing, keeps sockets),
     close_after_connect (close code after `connected`), emit_news(), close_all(), expire().
     Observability: connection_attempts, open_connections, received, wait_for()."""
@@ -64,12 +66,12 @@ class StockNewsSimulator:
         max_connection_attempts: int = 10, max_connections_per_token: int = 5,
         max_pings: int = 20, max_subscribes: int = 10, max_messages: int = 30,
     ) -> None:
+        super().__init__(host=host, control_token=control_token)
         self.tokens = set(tokens)
         self.expired_tokens = set(expired_tokens)
-        self.host, self._requested_port = host, port
+        self._requested_port = port
         self.news_interval = news_interval
         self.expires_at = expires_at or datetime.now(timezone.utc) + timedelta(days=30)
-        self.control_token = control_token
         # The doc lists `ping` as a keep-alive but documents no reply, so by default we send
         # none; clients must not rely on a pong. Flip this to test clients that do expect one.
         self.answer_pings = answer_pings
@@ -92,43 +94,23 @@ class StockNewsSimulator:
         self._by_token: dict[str, set[ServerConnection]] = {}
         self._companies = dict(newsgen.UNIVERSE)
         self._quotes: dict[str, newsgen.Quote] = {}
-        self._changed = asyncio.Event()
-        self._server: Server | None = None
-        self._news_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # ping_interval=None: the real service documents client-driven pings only, and a
-        # server that pings on its own would hide client keep-alive bugs.
-        self._server = await serve(self._handle, self.host, self._requested_port,
-                                   process_request=self._process_request, ping_interval=None)
+        # The real service documents client-driven pings only (hence no pings from us either).
+        self._server = await self._serve(self._requested_port)
         if self.news_interval:
-            self._news_task = asyncio.create_task(self._news_loop())
+            self._spawn(self._news_loop())
 
     async def stop(self) -> None:
-        if self._news_task:
-            self._news_task.cancel()
-            await asyncio.gather(self._news_task, return_exceptions=True)
+        await self._cancel_tasks()
         if self._server:
             self._server.close()  # closes open connections with 1001 (going away)
             await self._server.wait_closed()
 
-    async def __aenter__(self) -> StockNewsSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "start() the simulator first"
-        return self._server.sockets[0].getsockname()[1]
-
     def url(self, token: str) -> str:
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        return f"ws://{host}:{self.port}/ws?token={quote(token)}"
+        return f"ws://{self._public_host}:{self.port}/ws?token={quote(token)}"
 
     @property
     def open_connections(self) -> int:
@@ -165,38 +147,21 @@ class StockNewsSimulator:
     async def close_all(self, code: int, reason: str = "") -> int:
         """Close every open WebSocket (authenticated or not) with `code`; returns how many."""
         assert self._server is not None
-        connections = list(self._server.connections)
-        await asyncio.gather(*(ws.close(code, reason) for ws in connections), return_exceptions=True)
-        return len(connections)
+        return await close_connections(self._all_ws(), code, reason)
 
     async def expire(self, token: str) -> None:
         """Mark `token`'s subscription expired and close its connections the documented way."""
         self.expired_tokens.add(token)
         victims = [c.ws for c in self._clients if c.token == token]
-        await asyncio.gather(*(ws.close(POLICY_VIOLATION, self._expired_reason()) for ws in victims),
-                             return_exceptions=True)
+        await close_connections(victims, POLICY_VIOLATION, self._expired_reason())
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Wait until `predicate()` is true: woken by state changes, re-checked every 10 ms."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._changed.clear()
-                try:
-                    await asyncio.wait_for(self._changed.wait(), 0.01)
-                except TimeoutError:
-                    pass
+    # -- handshake: connection-level limits (/control/... is answered by WebSocketSimulator) --
 
-    # -- handshake: control endpoint and connection-level limits -----------------------------
-
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        url = urlsplit(request.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        if url.path.startswith("/control/"):
-            return await self._control(connection, url.path.removeprefix("/control/"), query)
+    async def _handshake(self, connection: ServerConnection, url: SplitResult) -> Response | None:
         if url.path != "/ws":
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         self.connection_attempts += 1
-        self._changed.set()
+        self._notify()
         if self.refuse_connections:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable\n")
         ip = str(connection.remote_address[0])
@@ -204,7 +169,7 @@ class StockNewsSimulator:
             self._ip_windows[ip] = SlidingWindow(self.max_connection_attempts, self.rate_window)
         if not self._ip_windows[ip].try_record(self._clock()):
             return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "Too many connection attempts\n")
-        token = query.get("token", "")
+        token = query_params(url.query).get("token", "")
         if self._auth_error(token) is None:
             # Reserve the slot now, not in the handler: the handler starts only after the
             # 101 is sent, and a client connecting in that gap would slip past the limit.
@@ -214,29 +179,24 @@ class StockNewsSimulator:
             self._by_token[token] = live | {connection}
         return None  # bad tokens are accepted, then closed with 1008 as documented
 
-    async def _control(self, connection: ServerConnection, action: str, query: dict[str, str]) -> Response:
-        if self.control_token is None or query.pop("token", None) != self.control_token:
-            return _json(connection, HTTPStatus.FORBIDDEN, {"error": "Forbidden"})
-        try:
-            if action == "emit":
-                ticker = query.pop("ticker")
-                overrides = {k: _coerce(k, v) for k, v in query.items()}
-                return _json(connection, HTTPStatus.OK, self.emit_news(ticker, **overrides))
-            if action == "close":
-                closed = await self.close_all(int(query.get("code", "1000")), query.get("reason", ""))
-                return _json(connection, HTTPStatus.OK, {"closed": closed})
-            if action == "refuse":
-                self.refuse_connections = _flag(query.get("on", "1"))
-            elif action == "silent":
-                self.silent = _flag(query.get("on", "1"))
-            elif action == "close_after_connect":
-                code = query.get("code", "")
-                self.close_after_connect = int(code) if code else None
-            elif action != "stats":
-                return _json(connection, HTTPStatus.NOT_FOUND, {"error": f"Unknown action {action!r}"})
-        except (KeyError, ValueError) as exc:
-            return _json(connection, HTTPStatus.BAD_REQUEST, {"error": f"Bad request: {exc}"})
-        return _json(connection, HTTPStatus.OK, self._stats())
+    # -- /control/<action>: see SimulatorBase ------------------------------------------------
+
+    def _control_emit(self, query: dict[str, str]) -> dict[str, Any]:
+        ticker = query.pop("ticker")
+        # Numeric `data` fields must stay numbers in the emitted JSON; prices stay floats.
+        return self.emit_news(ticker, **coerce_fields(query, _NUMERIC_FIELDS, floats={"price"}))
+
+    async def _control_close(self, query: dict[str, str]) -> dict[str, Any]:
+        return {"closed": await self.close_all(int(query.get("code", "1000")), query.get("reason", ""))}
+
+    def _control_refuse(self, query: dict[str, str]) -> None:
+        self.refuse_connections = switch(query)
+
+    def _control_silent(self, query: dict[str, str]) -> None:
+        self.silent = switch(query)
+
+    def _control_close_after_connect(self, query: dict[str, str]) -> None:
+        self.close_after_connect = optional_int(query, "code")
 
     def _stats(self) -> dict[str, Any]:
         return {"connectionAttempts": self.connection_attempts, "openConnections": self.open_connections,
@@ -259,7 +219,7 @@ class StockNewsSimulator:
 
     async def _handle(self, ws: ServerConnection) -> None:
         number = next(self._numbers)
-        token = parse_qs(urlsplit(ws.request.path).query).get("token", [""])[-1]
+        token = query_params(urlsplit(ws.request.path).query).get("token", "")
         error = self._auth_error(token)
         if error is not None:
             await ws.close(POLICY_VIOLATION, error)
@@ -270,7 +230,7 @@ class StockNewsSimulator:
             "subscribe": SlidingWindow(self.max_subscribes, self.rate_window),
         })
         self._clients.add(client)
-        self._changed.set()
+        self._notify()
         # The real service drops the socket when the subscription runs out mid-connection.
         delay = (self.expires_at - datetime.now(timezone.utc)).total_seconds()
         expiry = asyncio.get_running_loop().call_later(
@@ -292,16 +252,10 @@ class StockNewsSimulator:
             expiry.cancel()
             self._clients.discard(client)
             self._by_token.get(token, set()).discard(ws)
-            self._changed.set()
+            self._notify()
 
     async def _on_message(self, client: _Client, raw: str | bytes) -> None:
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        try:
-            message: Any = json.loads(text)
-        except ValueError:
-            message = text  # recorded raw so tests can see what was sent
-        self.received.append((client.number, message))
-        self._changed.set()
+        _, message, _ = self._record(client.number, raw)
         if self.silent:
             return  # frozen: reads, but neither replies nor enforces anything
         kind = message.get("type") if isinstance(message, dict) else None
@@ -352,25 +306,6 @@ class StockNewsSimulator:
             data = self.emit_news(self._rng.choice(pool))["data"]
             covered = set(data["stockTickers"])
             pending = [c for c in pending if not c.wants(covered)]
-
-
-def _json(connection: ServerConnection, status: HTTPStatus, payload: dict[str, Any]) -> Response:
-    response = connection.respond(status, json.dumps(payload))
-    del response.headers["Content-Type"]
-    response.headers["Content-Type"] = "application/json"
-    return response
-
-
-def _coerce(key: str, value: str) -> Any:
-    """Query strings are text; numeric `data` fields must stay numbers in the emitted JSON."""
-    if key not in _NUMERIC_FIELDS:
-        return value
-    number = float(value)
-    return int(number) if number.is_integer() and key != "price" else number
-
-
-def _flag(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _valid_tickers(value: Any) -> bool:

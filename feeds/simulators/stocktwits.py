@@ -8,8 +8,6 @@ buffer, and fault knobs, from Python or over HTTP (`/control/...`, same port). N
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import random
 import time
@@ -17,11 +15,11 @@ import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http import HTTPStatus
-from typing import Any, Callable, Iterable
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Iterable
 
 from . import newsgen
+from .base import optional_int, query_params, switch
+from .http import HttpSimulator, Request, basic_credentials, chunk, head, phrase, respond, watch_eof
 
 NOT_ACCEPTABLE_TEXT = (
     "This connection requires compression. To enable compression, send an 'Accept-Encoding: gzip' "
@@ -29,7 +27,6 @@ NOT_ACCEPTABLE_TEXT = (
 # 36 fixed digits + a 20-digit counter: equal-length strings compare like the numbers they spell,
 # and at 56 digits they fit neither an int64 nor a float exactly, so clients must keep them as text.
 SEQ_PREFIX = "495674878880760935246249940487520323"
-_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 _NASDAQ = {"AAPL", "MSFT", "NVDA", "AMD", "TSLA", "AMZN", "GOOGL", "META"}
 _INDUSTRY = dict(pair.split("=") for pair in (  # newsgen has sectors only
     "AAPL=Consumer Electronics|MSFT=Software - Infrastructure|NVDA=Semiconductors|AMD=Semiconductors|"
@@ -37,9 +34,6 @@ _INDUSTRY = dict(pair.split("=") for pair in (  # newsgen has sectors only
     "META=Internet Content & Information|DIS=Entertainment|JPM=Banks - Diversified|V=Credit Services|"
     "XOM=Oil & Gas Integrated|CVX=Oil & Gas Integrated|JNJ=Drug Manufacturers - General|"
     "PFE=Drug Manufacturers - General|WMT=Discount Stores|BA=Aerospace & Defense").split("|"))
-# /control/<action>?<param>=N sets the knob; an empty value clears it.
-_INT_KNOBS = {"fail": ("status", "fail_with"), "cut": ("after", "cut_mid_event_after"),
-              "oversize": ("bytes", "oversize_next")}
 
 
 @dataclass(frozen=True)
@@ -60,8 +54,12 @@ class _Stream:
     # wbits=31: deflate with gzip framing; one compressor for the whole response body.
     gzip: Any = field(default_factory=lambda: zlib.compressobj(6, zlib.DEFLATED, 31))
 
+    def hang_up(self) -> None:
+        self.gone = True
+        self.wake.set()
 
-class StockTwitsSimulator:
+
+class StockTwitsSimulator(HttpSimulator):
     """Knobs: fail_with (status), cut_mid_event_after, silent, oversize_next, framing ("sse" | "bare"
     | "mixed"), split_chunks, interval, keepalive_interval, emit(), close_all(). Observability:
     connection_attempts, requests, open_streams, sent (seq_ids per stream), buffer, wait_for()."""
@@ -72,10 +70,11 @@ class StockTwitsSimulator:
         buffer_size: int = 10_000, control_token: str | None = None, seed: int | None = None,
         framing: str = "sse", split_chunks: bool = False,
     ) -> None:
+        super().__init__(host=host, control_token=control_token)
         self.credentials = set(credentials)  # "username:password"
-        self.host, self._requested_port = host, port
+        self._requested_port = port
         self.interval, self.keepalive_interval = interval, keepalive_interval  # interval None: emit() only
-        self.control_token, self.framing, self.split_chunks = control_token, framing, split_chunks
+        self.framing, self.split_chunks = framing, split_chunks
         self.fail_with: int | None = None
         self.cut_mid_event_after: int | None = None
         self.oversize_next: int | None = None
@@ -93,43 +92,18 @@ class StockTwitsSimulator:
         # Big names are talked about more: weight by the square root of daily dollar volume.
         self._weights = {t: (c.avg_volume * c.base_price) ** 0.5 for t, c in self._companies.items()}
         self._streams: set[_Stream] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._changed = asyncio.Event()
-        self._server: asyncio.Server | None = None
-        self._emitter: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self._requested_port)
-        self._emitter = asyncio.create_task(self._emit_loop())
+        await self._listen(self._requested_port)
+        self._spawn(self._emit_loop())
 
     async def stop(self) -> None:
-        if self._server:
-            self._server.close()
-        # Python 3.11's wait_closed() does not wait for handlers, so cancel them ourselves.
-        tasks = [*self._tasks, *([self._emitter] if self._emitter else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server:
-            await self._server.wait_closed()
-
-    async def __aenter__(self) -> StockTwitsSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "start() the simulator first"
-        return self._server.sockets[0].getsockname()[1]
+        await self._shutdown()  # ends the emitter and every open stream too
 
     def url(self, seq_id: str | None = None) -> str:
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        return f"http://{host}:{self.port}/sentiment" + (f"?seq_id={seq_id}" if seq_id else "")
+        return f"http://{self._public_host}:{self.port}/sentiment" + (f"?seq_id={seq_id}" if seq_id else "")
 
     @property
     def open_streams(self) -> int:
@@ -182,20 +156,10 @@ class StockTwitsSimulator:
         await self.wait_for(lambda: not victims & self._streams)
         return len(victims)
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Wait until `predicate()` is true: woken by state changes, re-checked every 10 ms."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._changed.clear()
-                try:
-                    await asyncio.wait_for(self._changed.wait(), 0.01)
-                except TimeoutError:
-                    pass
-
     def _wake_all(self) -> None:
         for stream in self._streams:
             stream.wake.set()
-        self._changed.set()
+        self._notify()
 
     # -- content -----------------------------------------------------------------------------
 
@@ -228,77 +192,61 @@ class StockTwitsSimulator:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            request = await _read_request(reader)
-            await (self._route(reader, writer, *request) if request else _respond(writer, 400, "Bad Request\n"))
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass  # the client went away or stalled: nothing more to say
-        except asyncio.CancelledError:
-            pass  # stop(): end quietly (3.11's start_server logs a handler that ends cancelled)
-        finally:
-            self._tasks.discard(task)
-            writer.close()
-
-    async def _route(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     method: str, target: str, headers: dict[str, str]) -> None:
-        url = urlsplit(target)
-        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-        if url.path.startswith("/control/"):
-            return await self._control(writer, url.path.removeprefix("/control/"), query)
-        self.requests.append((target, headers))
+    async def _route(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        url, headers = request.url, request.headers
+        self.requests.append((request.target, headers))
         if url.path != "/sentiment":
-            return await _respond(writer, 404, "Not Found\n")
-        if method != "GET":
-            return await _respond(writer, 405, "Method Not Allowed\n", {"Allow": "GET"})
+            return await respond(writer, 404, "Not Found\n")
+        if request.method != "GET":
+            return await respond(writer, 405, "Method Not Allowed\n", headers={"Allow": "GET"})
         self.connection_attempts += 1
-        self._changed.set()
+        self._notify()
         # An outage comes before anything else: a failing front end answers without checking.
         if self.fail_with:
-            return await _respond(writer, self.fail_with, f"{_PHRASES.get(self.fail_with, 'Error')}\n")
-        if _basic_credentials(headers.get("authorization", "")) not in self.credentials:
-            return await _respond(writer, 401, "Unauthorized: invalid credentials\n",
-                                  {"WWW-Authenticate": 'Basic realm="firestream"'})
+            return await respond(writer, self.fail_with, f"{phrase(self.fail_with)}\n")
+        if basic_credentials(headers.get("authorization", "")) not in self.credentials:
+            return await respond(writer, 401, "Unauthorized: invalid credentials\n",
+                                 headers={"WWW-Authenticate": 'Basic realm="firestream"'})
         codings = {c.split(";")[0].strip().lower() for c in headers.get("accept-encoding", "").split(",")}
         if "gzip" not in codings:  # minimal: a "gzip;q=0" would still count as accepted
-            return await _respond(writer, 406, {"response": {"status": 406},
-                                                 "errors": [{"message": NOT_ACCEPTABLE_TEXT}]})
-        await self._serve_stream(reader, writer, query.get("seq_id"))
+            return await respond(writer, 406, {"response": {"status": 406},
+                                               "errors": [{"message": NOT_ACCEPTABLE_TEXT}]})
+        await self._serve_stream(reader, writer, query_params(url.query, keep_blank=True).get("seq_id"))
 
-    async def _control(self, writer: asyncio.StreamWriter, action: str, query: dict[str, str]) -> None:
-        if self.control_token is None or query.pop("token", None) != self.control_token:
-            return await _respond(writer, 403, {"error": "Forbidden"})
-        try:
-            if action == "emit":
-                symbols = [s for s in query.get("symbols", "").split(",") if s.strip()] or None
-                score = float(query["sentiment_score"]) if query.get("sentiment_score") else None
-                return await _respond(writer, 200, self.emit(symbols, score))
-            if action == "close":
-                return await _respond(writer, 200, {"closed": await self.close_all()})
-            if action in _INT_KNOBS:
-                param, knob = _INT_KNOBS[action]
-                setattr(self, knob, int(query[param]) if query.get(param) else None)
-            elif action == "silent":
-                self.silent = query.get("on", "1").strip().lower() in {"1", "true", "yes", "on"}
-            elif action != "stats":
-                return await _respond(writer, 404, {"error": f"Unknown action {action!r}"})
-        except (KeyError, ValueError) as exc:
-            return await _respond(writer, 400, {"error": f"Bad request: {exc}"})
-        await _respond(writer, 200, {
-            "connection_attempts": self.connection_attempts, "open_streams": self.open_streams,
-            "sent": sum(map(len, self.sent)), "buffered": len(self.buffer),
-            "last_seq_id": self.buffer[-1].seq_id if self.buffer else None, "fail_with": self.fail_with,
-            "cut_mid_event_after": self.cut_mid_event_after, "silent": self.silent,
-            "oversize_next": self.oversize_next, "framing": self.framing})
+    # -- /control/<action>: see SimulatorBase; an empty value clears a numeric knob ----------
+
+    def _control_emit(self, query: dict[str, str]) -> dict[str, Any]:
+        symbols = [s for s in query.get("symbols", "").split(",") if s.strip()] or None
+        score = float(query["sentiment_score"]) if query.get("sentiment_score") else None
+        return self.emit(symbols, score)
+
+    async def _control_close(self, query: dict[str, str]) -> dict[str, Any]:
+        return {"closed": await self.close_all()}
+
+    def _control_fail(self, query: dict[str, str]) -> None:
+        self.fail_with = optional_int(query, "status")
+
+    def _control_cut(self, query: dict[str, str]) -> None:
+        self.cut_mid_event_after = optional_int(query, "after")
+
+    def _control_oversize(self, query: dict[str, str]) -> None:
+        self.oversize_next = optional_int(query, "bytes")
+
+    def _control_silent(self, query: dict[str, str]) -> None:
+        self.silent = switch(query)
+
+    def _stats(self) -> dict[str, Any]:
+        return {"connection_attempts": self.connection_attempts, "open_streams": self.open_streams,
+                "sent": sum(map(len, self.sent)), "buffered": len(self.buffer),
+                "last_seq_id": self.buffer[-1].seq_id if self.buffer else None, "fail_with": self.fail_with,
+                "cut_mid_event_after": self.cut_mid_event_after, "silent": self.silent,
+                "oversize_next": self.oversize_next, "framing": self.framing}
 
     # -- the stream --------------------------------------------------------------------------
 
     async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             seq_id: str | None) -> None:
-        writer.write(_head(200, {"Content-Type": "text/event-stream", "Content-Encoding": "gzip",
+        writer.write(head(200, {"Content-Type": "text/event-stream", "Content-Encoding": "gzip",
                                  "Cache-Control": "no-cache", "Transfer-Encoding": "chunked",
                                  "Connection": "close"}))
         await writer.drain()
@@ -307,14 +255,14 @@ class StockTwitsSimulator:
         stream.pending.extend(self._replay_after(seq_id))
         self.sent.append(stream.sent)
         self._streams.add(stream)
-        self._changed.set()
-        watcher = asyncio.create_task(_watch_eof(reader, stream))
+        self._notify()
+        watcher = asyncio.create_task(watch_eof(reader, stream.hang_up))
         try:
             await self._pump(stream)
         finally:
             watcher.cancel()
             self._streams.discard(stream)
-            self._changed.set()
+            self._notify()
 
     def _replay_after(self, seq_id: str | None) -> list[_Item]:
         """Buffered items after `seq_id`; an unknown or too old cursor starts live, like the real one."""
@@ -328,7 +276,7 @@ class StockTwitsSimulator:
         last_write = loop.time()
         while not stream.gone:
             if stream.closing:
-                stream.writer.write(_chunk(stream.gzip.flush(zlib.Z_FINISH)) + b"0\r\n\r\n")
+                stream.writer.write(chunk(stream.gzip.flush(zlib.Z_FINISH)) + b"0\r\n\r\n")
                 await stream.writer.drain()
                 return
             if self.silent:  # frozen: hold everything back, keep-alives included
@@ -340,7 +288,7 @@ class StockTwitsSimulator:
                     return await self._cut(stream, item)
                 await self._send(stream, self._frame(item))
                 stream.sent.append(item.seq_id)
-                self._changed.set()
+                self._notify()
                 last_write = loop.time()
             elif not await _sleep_until_woken(stream, last_write + self.keepalive_interval - loop.time()):
                 await self._send(stream, "\n" if self.framing == "bare" else ": keep-alive\n\n")
@@ -355,7 +303,7 @@ class StockTwitsSimulator:
                 size = self._chunk_rng.randint(1, 7)
                 pieces.append(piece[start:start + size])
                 start += size
-        stream.writer.write(b"".join(map(_chunk, pieces)))
+        stream.writer.write(b"".join(map(chunk, pieces)))
         await stream.writer.drain()
 
     async def _cut(self, stream: _Stream, item: _Item) -> None:
@@ -387,65 +335,6 @@ async def _sleep_until_woken(stream: _Stream, timeout: float | None) -> bool:
         return True
     except TimeoutError:
         return False
-
-
-async def _watch_eof(reader: asyncio.StreamReader, stream: _Stream) -> None:
-    """Notice a client hang-up while idle (otherwise only the next write would find out)."""
-    try:
-        while await reader.read(4096):
-            pass  # nothing is expected after the request; ignore whatever comes
-    except ConnectionError:
-        pass
-    stream.gone = True
-    stream.wake.set()
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]] | None:
-    """Request line + headers; None if malformed. Bodies are never read: every response closes."""
-    try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    except asyncio.LimitOverrunError:
-        return None
-    request_line, *lines = head[:-4].decode("latin-1").split("\r\n")
-    parts = request_line.split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
-        return None
-    headers: dict[str, str] = {}
-    for line in lines:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():  # also rejects obsolete line folding
-            return None
-        key = name.lower()  # repeated headers combine, as RFC 9110 allows for list-valued ones
-        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-    return parts[0], parts[1], headers
-
-
-def _basic_credentials(header: str) -> str | None:
-    scheme, _, encoded = header.partition(" ")
-    try:
-        return base64.b64decode(encoded.strip(), validate=True).decode() if scheme.lower() == "basic" else None
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-
-
-def _head(status: int, headers: dict[str, str]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_PHRASES.get(status, 'Error')}", *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _chunk(data: bytes) -> bytes:
-    return f"{len(data):X}\r\n".encode() + data + b"\r\n" if data else b""  # empty would terminate
-
-
-async def _respond(writer: asyncio.StreamWriter, status: int, body: str | dict[str, Any],
-                   extra: dict[str, str] | None = None) -> None:
-    """A whole response, then close: we never keep a connection alive for a second request."""
-    is_json = isinstance(body, dict)
-    data = (json.dumps(body) if is_json else str(body)).encode()
-    content_type = "application/json" if is_json else "text/plain; charset=utf-8"
-    writer.write(_head(status, {"Content-Type": content_type, "Content-Length": str(len(data)),
-                                "Connection": "close", **(extra or {})}) + data)
-    await writer.drain()
 
 
 def _symbol(company: newsgen.Company) -> dict[str, Any]:

@@ -76,3 +76,28 @@ def test_health_data_lists_every_account_for_staff_only(client, teams):
     assert feeds["stocknews"]["state"] == "stopped" and feeds["trendspottr"]["state"] == "webhook"
     assert feeds["trendspottr"]["messages"] == 1
     assert "secret-token-1234" not in client.get("/api/health/").content.decode()
+
+
+def test_acknowledging_an_alert_of_another_team_is_refused(teams):
+    from datetime import datetime, timezone
+
+    from django.test import Client
+
+    from dashboard.models import AlertAcknowledgement
+    from feeds.models import Alert
+
+    alice, carol, alpha, beta = teams
+    t = datetime(2026, 2, 6, 12, 0, tzinfo=timezone.utc)
+    Alert.objects.create(instrument=beta.items.get().instrument, provider="knowsis", external_id="b1", triggered_at=t)
+    Alert.objects.create(instrument=alpha.items.get().instrument, provider="knowsis", external_id="a1", triggered_at=t)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    client.get("/alerts/")
+    token = client.cookies["csrftoken"].value
+    ack = lambda ext: client.post("/api/alerts/ack/", {"provider": "knowsis", "external_id": ext},  # noqa: E731
+                                  content_type="application/json", HTTP_X_CSRFTOKEN=token)
+    assert ack("b1").status_code == 404
+    assert ack("a1").status_code == 200
+    assert list(AlertAcknowledgement.objects.values_list("alert__external_id", flat=True)) == ["a1"]
+    inbox = client.get("/api/alerts/").json()["alerts"]
+    assert [(a["external_id"], a["acknowledged"]) for a in inbox] == [("a1", True)]

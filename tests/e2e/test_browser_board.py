@@ -147,6 +147,35 @@ def test_an_editor_adds_an_instrument_and_a_viewer_sees_it_live_without_controls
     expect(bob.locator('[data-symbol="AMZN"]')).to_have_count(0, timeout=15_000)
 
 
+def test_the_alerts_inbox_filters_acknowledges_and_shows_revocations(browser, stack: Stack):
+    import json
+
+    expect = playwright_api.expect
+    alice = logged_in_board(browser, stack, "alice")
+    alice.click("text=Alerts")
+    expect(alice.locator("#conn-status")).to_have_attribute("data-state", "live", timeout=15_000)
+    for alert_id, credibility in (("5760257000000000000000c1", "high"), ("5760257000000000000000c2", "medium")):
+        stack.control("emit", sim="knowsis", channel="microsoft-corp", event="anomaly_alert_triggered",
+                      data=json.dumps({"alert_id": alert_id, "trigger_time": "2026-11-21T11:00:00",
+                                       "credibility": credibility}))
+    high = alice.locator('#inbox-list [data-alert-id="knowsis:5760257000000000000000c1"]')
+    medium = alice.locator('#inbox-list [data-alert-id="knowsis:5760257000000000000000c2"]')
+    expect(high).to_be_visible(timeout=15_000)
+    expect(medium).to_be_visible(timeout=15_000)
+    alice.check('#inbox-filters input[name="credible"]')
+    expect(medium).to_have_count(0)
+    expect(high).to_be_visible()
+    high.locator("button.ack").click()
+    expect(high).to_contain_text("acknowledged")
+    stack.control("emit", sim="knowsis", channel="microsoft-corp", event="anomaly_alert_removed",
+                  data=json.dumps({"alert_id": "5760257000000000000000c1"}))
+    expect(high).to_have_class("alert-item revoked acknowledged", timeout=15_000)
+    alice.screenshot(path=str(ARTIFACTS / "inbox.png"), full_page=True)
+    alice.reload()
+    expect(alice.locator('#inbox-list [data-alert-id="knowsis:5760257000000000000000c1"]')).to_contain_text(
+        "acknowledged", timeout=15_000)
+
+
 def test_board_reconnects_and_resyncs_what_it_missed(browser, stack: Stack):
     """The server goes away; news stored meanwhile shows up after the socket comes back."""
     expect = playwright_api.expect
