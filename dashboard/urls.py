@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/instrument/<int:instrument_id>/", views.instrument_data, name="instrument-detail"),
     path("health/", views.health_page, name="health"),
     path("alerts/", views.inbox_page, name="inbox"),
+    path("settings/", views.settings_page, name="settings"),
     path("api/alerts/", views.inbox_data, name="inbox-data"),
     path("api/alerts/ack/", views.alert_ack, name="alert-ack"),
     path("api/instruments/", views.instruments_search, name="instrument-search"),

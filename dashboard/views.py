@@ -18,6 +18,13 @@ from django.contrib.admin.views.decorators import staff_member_required
 from feeds.selectors import feed_status_list, instrument_detail
 
 import json
+from zoneinfo import available_timezones
+
+from django import forms
+from django.contrib import messages
+from django.shortcuts import redirect
+
+from .models import Preferences
 
 from django.core.exceptions import PermissionDenied
 from django.views.decorators.http import require_http_methods
@@ -168,3 +175,27 @@ def alert_ack(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "not_found"}, status=404)
     alert_acknowledge(user=request.user, alert=alert)
     return JsonResponse({"ok": True})
+
+
+class PreferencesForm(forms.ModelForm):
+    class Meta:
+        model = Preferences
+        fields = ["time_zone", "theme", "notify_knowsis_credible", "notify_trendspottr_level", "notify_sound"]
+
+    def clean_time_zone(self) -> str:
+        value = self.cleaned_data["time_zone"].strip()
+        if value and value not in available_timezones():
+            raise forms.ValidationError("Not a time zone name (e.g. Europe/London, America/New_York).")
+        return value
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def settings_page(request: HttpRequest) -> HttpResponse:
+    prefs = Preferences.objects.filter(user=request.user).first() or Preferences(user=request.user)
+    form = PreferencesForm(request.POST or None, instance=prefs)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Settings saved.")
+        return redirect("settings")
+    return render(request, "dashboard/settings.html", {"form": form})

@@ -148,5 +148,5 @@ def number(value: str, *, keep_float: bool = False) -> int | float:
 def coerce_fields(fields: dict[str, str], numeric: Iterable[str], floats: Iterable[str] = ()) -> dict[str, Any]:
     """Query strings are text; fields in `numeric` must stay numbers in emitted JSON (those in
     `floats` stay floats even when whole, e.g. prices); the rest stay strings."""
-    numeric, floats = set(numeric), set(floats)
-    return {k: number(v, keep_float=k in floats) if k in numeric else v for k, v in fields.items()}
+    numbers, keep_float = set(numeric), set(floats)
+    return {k: number(v, keep_float=k in keep_float) if k in numbers else v for k, v in fields.items()}

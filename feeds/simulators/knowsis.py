@@ -135,7 +135,8 @@ class KnowsisSimulator(WebSocketSimulator):
         return self._server is not None and self._server.is_serving()
 
     def url(self, key: str | None = None) -> str:
-        return f"ws://{self._public_host}:{self.port}/app/{quote(key or self.app_key)}?protocol=7&client=sim&version=1"
+        path = f"/app/{quote(key or self.app_key)}?protocol=7&client=sim&version=1"
+        return f"ws://{self._public_host}:{self.port}{path}"
 
     @property
     def open_connections(self) -> int:

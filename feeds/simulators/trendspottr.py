@@ -5,7 +5,7 @@ form-encoded POST bodies are merged in too) over minimal HTTP/1.1, one request p
 always HTTP 200 with `status` OK/ERROR. State is kept per API key: webhook, alerts, delivered
 notifications. Alert events are POSTed to the webhook in the documented JSON shape and retried
 4 more times on any non-200 answer. Knobs work from Python or over HTTP (`/control/...`).
-Content comes from the pure `trendgen`. No Django here.
+The methods themselves live in `trendapi`, content comes from the pure `trendgen`. No Django here.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import httpx
 from . import trendgen
 from .base import optional_int, query_params
 from .http import HttpSimulator, Request, respond
-from .trendapi import MAX_OPAQUE_BYTES, MAX_OR_CLAUSES, MAX_RECORDS, STATES  # noqa: F401 (were defined here)
+from .trendapi import MAX_OPAQUE_BYTES, MAX_OR_CLAUSES, MAX_RECORDS, STATES  # noqa: F401 (re-exported)
 from .trendapi import Account, Alert, AlertsApi, ApiError, error_payload
 
 API_PATH = "/v1.5/alerts"
@@ -242,7 +242,8 @@ class TrendSpottrSimulator(HttpSimulator, AlertsApi):
                                "params": {k: v for k, v in params.items() if k not in ("key", "method")}})
             payload = self._api(params)
         except (UnicodeDecodeError, ValueError) as exc:
-            payload = error_payload(ApiError("TSAPI_BAD_PARAMETER", f"Parameters must be UTF-8 ({type(exc).__name__})"))
+            error = ApiError("TSAPI_BAD_PARAMETER", f"Parameters must be UTF-8 ({type(exc).__name__})")
+            payload = error_payload(error)
         except ApiError as exc:
             payload = error_payload(exc)
         self._notify()

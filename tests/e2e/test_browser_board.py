@@ -31,8 +31,22 @@ def browser() -> Iterator:
         browser.close()
 
 
-def logged_in_board(browser, stack: Stack, username: str):
-    page = browser.new_context().new_page()
+NOTIFICATION_RECORDER = """
+window.__notes = [];
+window.Notification = class {
+  constructor(title, options) { window.__notes.push({ title, body: options && options.body }); window.__lastNote = this; }
+  static get permission() { return "granted"; }
+  static requestPermission() { return Promise.resolve("granted"); }
+};
+"""
+
+
+def logged_in_board(browser, stack: Stack, username: str, *, record_notifications: bool = False):
+    context = browser.new_context()
+    if record_notifications:
+        # Headless Chromium shows no desktop notifications: record what the page asks for instead.
+        context.add_init_script(NOTIFICATION_RECORDER)
+    page = context.new_page()
     page.goto(f"{stack.base_url}/")
     assert "/login/" in page.url  # the board needs a login
     page.fill("#id_username", username)
@@ -174,6 +188,39 @@ def test_the_alerts_inbox_filters_acknowledges_and_shows_revocations(browser, st
     alice.reload()
     expect(alice.locator('#inbox-list [data-alert-id="knowsis:5760257000000000000000c1"]')).to_contain_text(
         "acknowledged", timeout=15_000)
+
+
+def test_a_credible_knowsis_alert_raises_a_desktop_notification_that_opens_the_instrument(browser, stack: Stack):
+    import json
+
+    alice = logged_in_board(browser, stack, "alice", record_notifications=True)
+    for alert_id, credibility in (("5760257000000000000000d1", "medium"), ("5760257000000000000000d2", "high")):
+        stack.control("emit", sim="knowsis", channel="tesla-inc", event="anomaly_alert_triggered",
+                      data=json.dumps({"alert_id": alert_id, "trigger_time": "2026-11-21T12:00:00",
+                                       "credibility": credibility}))
+    playwright_api.expect(alice.locator('.alert-item[data-alert-id="knowsis:5760257000000000000000d2"]')).to_be_visible(
+        timeout=15_000)
+    notes = alice.evaluate("window.__notes")
+    assert notes == [{"title": "TSLA: high", "body": "Abnormal conversation detected"}]  # medium: not notified
+    alice.evaluate("window.__lastNote.onclick()")
+    alice.wait_for_url("**/instrument/*/", timeout=10_000)
+    assert "TSLA" in alice.locator("h1").inner_text()
+
+
+def test_settings_change_the_theme_and_the_time_zone(browser, stack: Stack):
+    expect = playwright_api.expect
+    carol = logged_in_board(browser, stack, "carol")
+    carol.click("text=Settings")
+    carol.fill("#id_time_zone", "Mars/Olympus")
+    carol.click(".settings-form button[type=submit]")
+    expect(carol.locator(".errorlist")).to_contain_text("Not a time zone name")
+    carol.fill("#id_time_zone", "Asia/Tokyo")
+    carol.select_option("#id_theme", "light")
+    carol.click(".settings-form button[type=submit]")
+    expect(carol.locator("body")).to_have_attribute("data-theme", "light")
+    assert carol.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(246, 248, 250)"
+    shown = carol.evaluate("window.TickerwirePrefs.formatTime('2026-01-01T00:00:00Z')")
+    assert "9:00" in shown  # midnight UTC is 09:00 in Tokyo
 
 
 def test_board_reconnects_and_resyncs_what_it_missed(browser, stack: Stack):

@@ -51,7 +51,12 @@ window.TickerwireAlerts = (() => {
 
   return {
     apply(alerts) { byKey.clear(); for (const a of alerts || []) byKey.set(key(a), a); render(); },
-    add(ev) { byKey.set(key(ev), Object.assign({ revoked: false }, byKey.get(key(ev)), ev)); render(); return false; },
+    add(ev) {
+      if (!byKey.has(key(ev))) window.TickerwirePrefs.notify(ev); // new and live: maybe a desktop notification
+      byKey.set(key(ev), Object.assign({ revoked: false }, byKey.get(key(ev)), ev));
+      render();
+      return false;
+    },
     revoke(ev) { const a = byKey.get(key(ev)); if (a) { a.revoked = true; render(); } return false; },
   };
 })();

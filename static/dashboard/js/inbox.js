@@ -32,7 +32,7 @@
     what.textContent = (a.symbol ? a.symbol + " · " : "") + (a.headline || "Alert");
     const meta = document.createElement("span");
     meta.className = "alert-meta";
-    meta.textContent = [new Date(a.triggered_at).toLocaleString(), a.provider, a.level, a.revoked ? "revoked" : "",
+    meta.textContent = [window.TickerwirePrefs.formatTime(a.triggered_at), a.provider, a.level, a.revoked ? "revoked" : "",
       a.acknowledged ? "acknowledged" : ""].filter(Boolean).join(" · ");
     li.append(what, meta);
     if (!a.acknowledged) {

@@ -104,7 +104,7 @@
       what.textContent = a.headline || "Alert";
       const meta = document.createElement("span");
       meta.className = "alert-meta";
-      meta.textContent = [new Date(a.triggered_at).toLocaleString(), a.provider, a.level, a.revoked ? "revoked" : ""]
+      meta.textContent = [window.TickerwirePrefs.formatTime(a.triggered_at), a.provider, a.level, a.revoked ? "revoked" : ""]
         .filter(Boolean).join(" · ");
       li.append(what, meta);
       return li;
