@@ -223,6 +223,30 @@ def test_settings_change_the_theme_and_the_time_zone(browser, stack: Stack):
     assert "9:00" in shown  # midnight UTC is 09:00 in Tokyo
 
 
+def test_board_filter_sort_and_keyboard_navigation(browser, stack: Stack):
+    expect = playwright_api.expect
+    alice = logged_in_board(browser, stack, "alice")
+    rows = alice.locator("#watchlists .instrument:visible")
+    expect(rows).to_have_count(4)
+    alice.keyboard.press("/")
+    alice.keyboard.type("nvid")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-symbol", "NVDA")
+    alice.fill('#board-controls input[name="q"]', "")
+    alice.select_option('#board-controls select[name="sort"]', "symbol")
+    expect(rows.first).to_have_attribute("data-symbol", "AAPL")
+    symbols = [rows.nth(i).get_attribute("data-symbol") for i in range(4)]
+    assert symbols == sorted(symbols)
+    alice.locator("body").click(position={"x": 5, "y": 5})
+    alice.keyboard.press("j")
+    alice.keyboard.press("j")
+    expect(alice.locator(".instrument.selected")).to_have_attribute("data-symbol", symbols[1])
+    alice.keyboard.press("Enter")
+    alice.wait_for_url("**/instrument/*/", timeout=10_000)
+    alice.keyboard.press("Escape")
+    alice.wait_for_url(f"{stack.base_url}/", timeout=10_000)
+
+
 def test_board_reconnects_and_resyncs_what_it_missed(browser, stack: Stack):
     """The server goes away; news stored meanwhile shows up after the socket comes back."""
     expect = playwright_api.expect

@@ -245,6 +245,10 @@
       parts.change.classList.toggle("up", isNum(cp) && cp > 0);
       parts.change.classList.toggle("down", isNum(cp) && cp < 0);
       parts.delayed.hidden = !delayed;
+      if (isNum(cp)) parts.root.setAttribute("data-change", String(cp));
+      const latest = Math.max(toTime(q.ts) || 0, toTime(entry.bar && entry.bar.start) || 0,
+        ...Object.values(entry.sentiment).map((x) => toTime(x.ts) || 0));
+      if (latest > 0) parts.root.setAttribute("data-updated", String(latest));
       if (delayed) setText(parts.delayed, delayLabel(q.delay_seconds));
       renderBar(parts.bar, entry.bar);
       renderCrowd(parts.crowd, entry.sentiment.stocktwits);
@@ -283,6 +287,7 @@
       mergeNews(inst.id, inst.news || []);
     }
     for (const id of [...model.keys()]) if (!ids.has(id)) model.delete(id);
+    document.dispatchEvent(new CustomEvent("tickerwire:snapshot"));
     const key = JSON.stringify(watchlists.map((w) => [w.id, w.name, w.team && w.team.name,
       w.role, (w.instruments || []).map((i) => [i.id, i.symbol, i.name, i.exchange])]));
     if (key !== structureKey) {
