@@ -119,9 +119,15 @@ class Stack:
         wait_until(healthy, what="daphne to answer /healthz")
 
     def stop_daphne(self) -> None:
+        """The server goes away. Daphne drains open sockets on SIGTERM; if that takes long, it
+        is killed, which is the harder case for clients anyway."""
         daphne = self.processes.pop("daphne")
         daphne.send_signal(signal.SIGTERM)
-        daphne.wait(timeout=10)
+        try:
+            daphne.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            daphne.kill()
+            daphne.wait(timeout=5)
 
     def stop(self) -> None:
         for proc in self.processes.values():
