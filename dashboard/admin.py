@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from . import admin_trendspottr  # noqa: F401  (registers the TrendSpottr admin)
-from .models import Membership, Team, Watchlist, WatchlistItem
+from .models import AlertRule, Membership, Team, Watchlist, WatchlistItem
 
 
 class MembershipInline(admin.TabularInline):
@@ -34,3 +34,9 @@ class WatchlistAdmin(admin.ModelAdmin):
 class MembershipAdmin(admin.ModelAdmin):
     list_display = ["user", "team", "role"]
     list_filter = ["team", "role"]
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "team", "owner", "watchlist", "instrument", "provider", "cooldown_seconds", "enabled"]
+    list_filter = ["team", "kind", "enabled"]

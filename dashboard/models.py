@@ -115,3 +115,37 @@ class Preferences(models.Model):
         max_length=16, blank=True, choices=[("", "Never"), ("Elevated", "Elevated and up"), ("High", "High and up"),
                                              ("Extreme", "Extreme only")], default="High")
     notify_sound = models.BooleanField(default=False)
+
+
+class RuleKind(models.TextChoices):
+    PRICE_ABOVE = "price_above", "Price crosses above"
+    PRICE_BELOW = "price_below", "Price crosses below"
+    CHANGE_BEYOND = "change_beyond", "Change % beyond ±"
+    SENTIMENT_ABOVE = "sentiment_above", "Sentiment above"
+    SENTIMENT_BELOW = "sentiment_below", "Sentiment below"
+    VOLUME_SPIKE = "volume_spike", "Conversation volume × its recent average"
+    NEWS_SCORE = "news_score", "News with |score| above"
+
+
+class AlertRule(models.Model):
+    """A rule a team (or one user, if `owner` is set) keeps on a watchlist or one instrument.
+    Matching is pure (dashboard.alert_rules.rule_fires); a fired rule becomes an Alert."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="alert_rules")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True,
+                              related_name="alert_rules", help_text="Set for a personal rule; blank: the whole team.")
+    watchlist = models.ForeignKey(Watchlist, on_delete=models.CASCADE, null=True, blank=True, related_name="rules")
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, null=True, blank=True, related_name="rules")
+    kind = models.CharField(max_length=20, choices=RuleKind.choices)
+    threshold = models.FloatField()
+    provider = models.CharField(max_length=32, blank=True, help_text="Sentiment rules: whose sentiment (own scale).")
+    cooldown_seconds = models.PositiveIntegerField(default=300, help_text="Quiet time after firing, per instrument.")
+    enabled = models.BooleanField(default=True)
+    last_fired = models.JSONField(default=dict, blank=True, help_text="Instrument id -> last firing (ISO time).")
+
+    class Meta:
+        constraints = [models.CheckConstraint(
+            condition=models.Q(watchlist__isnull=False) | models.Q(instrument__isnull=False), name="rule_has_scope")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.threshold:g}"

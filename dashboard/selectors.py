@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from feeds.groups import team_audience
+from feeds.groups import team_audience, user_audience
 from feeds.selectors import alert_messages_for, market_snapshot_for_instruments
 
 from .models import Membership, Watchlist, WatchlistItem
@@ -17,8 +17,10 @@ def team_ids_for_user(*, user: AbstractBaseUser | AnonymousUser) -> set[int]:
 
 
 def audiences_for_user(*, user: AbstractBaseUser | AnonymousUser) -> set[str]:
-    """The alert audiences (one per team) whose alerts this user may see."""
-    return {team_audience(team_id) for team_id in team_ids_for_user(user=user)}
+    """The alert audiences whose alerts this user may see: one per team, and their own."""
+    if not user.is_authenticated:
+        return set()
+    return {team_audience(team_id) for team_id in team_ids_for_user(user=user)} | {user_audience(user.pk)}
 
 
 def watchlist_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> list[Watchlist]:
@@ -129,6 +131,7 @@ def alert_get_for_user(*, user: AbstractBaseUser, provider: str, external_id: st
     from feeds.models import Alert
 
     return Alert.objects.filter(
-        Q(instrument_id__in=instrument_ids_visible_to_user(user=user)) | Q(audience__in=audiences_for_user(user=user)),
+        Q(instrument_id__in=instrument_ids_visible_to_user(user=user), audience="")
+        | Q(audience__in=audiences_for_user(user=user)),
         provider=provider, external_id=external_id,
     ).first()

@@ -46,6 +46,23 @@ def watchlist_remove_instrument(*, watchlist: Watchlist, instrument: Instrument,
     _notify_team(watchlist)
 
 
+def alert_rule_create(*, by, team: Team, personal: bool, **fields) -> "AlertRule":
+    """Anyone in the team may keep a personal rule; team rules are for owners and editors."""
+    from .models import AlertRule
+
+    role = Membership.objects.filter(user=by, team=team).values_list("role", flat=True).first()
+    if role is None or (not personal and role not in EDIT_ROLES):
+        raise PermissionDenied("Team rules are for the team's owners and editors; make it a personal rule.")
+    return AlertRule.objects.create(team=team, owner=by if personal else None, **fields)
+
+
+def alert_rule_delete(*, by, rule) -> None:
+    role = Membership.objects.filter(user=by, team=rule.team).values_list("role", flat=True).first()
+    if not (rule.owner_id == by.pk or (rule.owner_id is None and role in EDIT_ROLES)):
+        raise PermissionDenied("Only the rule's owner (or, for a team rule, an owner or editor) deletes it.")
+    rule.delete()
+
+
 def alert_acknowledge(*, user, alert) -> None:
     AlertAcknowledgement.objects.get_or_create(user=user, alert=alert)
 

@@ -11,6 +11,7 @@ urlpatterns = [
     path("health/", views.health_page, name="health"),
     path("alerts/", views.inbox_page, name="inbox"),
     path("settings/", views.settings_page, name="settings"),
+    path("rules/", views.rules_page, name="rules"),
     path("api/alerts/", views.inbox_data, name="inbox-data"),
     path("api/alerts/ack/", views.alert_ack, name="alert-ack"),
     path("api/instruments/", views.instruments_search, name="instrument-search"),

@@ -22,9 +22,10 @@ from zoneinfo import available_timezones
 
 from django import forms
 from django.contrib import messages
+from django.db.models import Q
 from django.shortcuts import redirect
 
-from .models import Preferences
+from .models import AlertRule, Preferences, RuleKind, Watchlist
 
 from django.core.exceptions import PermissionDenied
 from django.views.decorators.http import require_http_methods
@@ -39,7 +40,14 @@ from .selectors import (
     instrument_search,
     watchlist_get_for_user,
 )
-from .services import alert_acknowledge, watchlist_add_instrument, watchlist_remove_instrument
+from .selectors import instrument_ids_visible_to_user, team_ids_for_user
+from .services import (
+    alert_acknowledge,
+    alert_rule_create,
+    alert_rule_delete,
+    watchlist_add_instrument,
+    watchlist_remove_instrument,
+)
 
 log = logging.getLogger(__name__)
 
@@ -199,3 +207,56 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         messages.success(request, "Settings saved.")
         return redirect("settings")
     return render(request, "dashboard/settings.html", {"form": form})
+
+
+class AlertRuleForm(forms.Form):
+    """Scope is one of the user's watchlists, or one instrument on them."""
+
+    scope = forms.ChoiceField(help_text="A whole watchlist, or one instrument.")
+    kind = forms.ChoiceField(choices=RuleKind.choices)
+    threshold = forms.FloatField()
+    provider = forms.ChoiceField(required=False, choices=[("", "any"), ("knowsis", "Knowsis"),
+                                                          ("stocktwits", "StockTwits"), ("stocknews", "StockNews")])
+    cooldown_seconds = forms.IntegerField(min_value=0, initial=300)
+    personal = forms.BooleanField(required=False, initial=True, help_text="Only for me (else the whole team).")
+
+    def __init__(self, *args, user, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.watchlists = {f"w{w.pk}": w for w in Watchlist.objects.filter(team_id__in=team_ids_for_user(user=user))}
+        self.instruments = {f"i{i.pk}": i for i in Instrument.objects.filter(pk__in=instrument_ids_visible_to_user(user=user))}
+        self.fields["scope"].choices = [(k, f"Watchlist: {w}") for k, w in self.watchlists.items()] + [
+            (k, f"Instrument: {i.symbol}") for k, i in self.instruments.items()]
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def rules_page(request: HttpRequest) -> HttpResponse:
+    form = AlertRuleForm(request.POST or None, user=request.user)
+    if request.method == "POST" and request.POST.get("delete"):
+        rule = AlertRule.objects.filter(pk=request.POST["delete"], team_id__in=team_ids_for_user(user=request.user)).first()
+        try:
+            if rule is None:
+                raise PermissionDenied("No such rule.")
+            alert_rule_delete(by=request.user, rule=rule)
+            messages.success(request, "Rule deleted.")
+        except PermissionDenied as exc:
+            messages.error(request, str(exc))
+        return redirect("rules")
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        scope = form.watchlists.get(data["scope"]) or form.instruments.get(data["scope"])
+        watchlist = scope if isinstance(scope, Watchlist) else None
+        instrument = scope if isinstance(scope, Instrument) else None
+        team = watchlist.team if watchlist else Watchlist.objects.filter(
+            team_id__in=team_ids_for_user(user=request.user), items__instrument=instrument).first().team
+        try:
+            alert_rule_create(by=request.user, team=team, personal=data["personal"], watchlist=watchlist,
+                              instrument=instrument, kind=data["kind"], threshold=data["threshold"],
+                              provider=data["provider"], cooldown_seconds=data["cooldown_seconds"])
+            messages.success(request, "Rule saved.")
+            return redirect("rules")
+        except PermissionDenied as exc:
+            form.add_error(None, str(exc))
+    rules = (AlertRule.objects.filter(team_id__in=team_ids_for_user(user=request.user))
+             .filter(Q(owner__isnull=True) | Q(owner=request.user)).select_related("team", "watchlist", "instrument"))
+    return render(request, "dashboard/rules.html", {"form": form, "rules": rules})

@@ -36,9 +36,12 @@ async def publish_events(events: Iterable[Event]) -> int:
     layer = get_channel_layer()
     sent = 0
     for event in events:
-        groups = [instrument_group(event.instrument_id)] if event.instrument_id is not None else []
+        # An alert addressed to an audience (a team, a user) goes to that audience only, even when it
+        # concerns an instrument others watch too: a team's own alerts are not everyone's.
         if getattr(event, "audience", ""):
-            groups.append(audience_group(event.audience))
+            groups = [audience_group(event.audience)]
+        else:
+            groups = [instrument_group(event.instrument_id)] if event.instrument_id is not None else []
         if not groups:
             log.debug("not publishing unresolved %s event for %s", event.kind, event.code)
             continue

@@ -29,3 +29,8 @@ def team_audience(team_id: int) -> str:
 def feed_health_group() -> str:
     """Staff sockets that show the feed health page."""
     return "feeds.health"
+
+
+def user_audience(user_id: int) -> str:
+    """The audience key of one user (personal alert rules)."""
+    return f"user-{int(user_id)}"

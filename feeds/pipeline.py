@@ -12,6 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils.module_loading import import_string
 
 from .broadcast import publish_events
 from .events import Event
@@ -34,9 +36,14 @@ class Pipeline:
         max_batch: int = 500,
         max_delay: float = 0.05,
         max_queue: int = 20_000,
+        sinks: list[str] | None = None,
     ) -> None:
         self._store = sync_to_async(store, thread_sensitive=True)
         self._publish = publish
+        # Sinks see every new event after it is stored and may return derived events (e.g. fired
+        # alert rules) to publish. Named by dotted path in settings: feeds never imports them.
+        self._sinks = [sync_to_async(import_string(path), thread_sensitive=True)
+                       for path in (sinks if sinks is not None else getattr(settings, "FEEDS_EVENT_SINKS", []))]
         self.max_batch = max_batch
         self.max_delay = max_delay
         # Bounded: if the database falls behind, the transport waits instead of memory growing.
@@ -86,6 +93,11 @@ class Pipeline:
             log.exception("could not store a batch of %d events; dropped", len(batch))
             return
         self.stored += len(new)
+        for sink in self._sinks:
+            try:
+                new = [*new, *await sink(events=new)]
+            except Exception:  # a rule evaluation bug must not stop market data
+                log.exception("event sink failed on %d events", len(new))
         try:
             self.published += await self._publish(new)
         except Exception:

@@ -85,7 +85,7 @@ def market_snapshot_for_instruments(*, instrument_ids: Iterable[int]) -> dict[in
 def alert_messages_for(*, instrument_ids: Iterable[int], audiences: Iterable[str], limit: int = 30) -> list[dict]:
     """The newest alerts about these instruments or for these audiences, revoked ones included
     (marked `revoked`), shaped like live alert events."""
-    alerts = (Alert.objects.filter(Q(instrument_id__in=set(instrument_ids)) | Q(audience__in=set(audiences)))
+    alerts = (Alert.objects.filter(Q(instrument_id__in=set(instrument_ids), audience="") | Q(audience__in=set(audiences)))
               .select_related("instrument").order_by("-triggered_at", "-id")[:limit])
     return [
         {**ev.Alert(

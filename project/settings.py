@@ -202,5 +202,7 @@ LOGGING = {
 # Feeds know nothing of teams: the dashboard tells them which instruments are watched
 # through this dotted path (same mechanism Channels uses for layer backends).
 FEEDS_WATCHED_INSTRUMENTS = "dashboard.selectors.instrument_ids_watched"
+# Called with every batch of new events after it is stored; may return events to publish.
+FEEDS_EVENT_SINKS = ["dashboard.alert_rules.alert_rules_evaluate"]
 # How often a feed worker re-reads the watched set to follow watchlist changes.
 FEEDS_WATCH_POLL_SECONDS = float(os.environ.get("FEEDS_WATCH_POLL_SECONDS", "3"))

@@ -4,6 +4,7 @@ the other team never sees it."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from collections.abc import Iterator
@@ -245,6 +246,27 @@ def test_board_filter_sort_and_keyboard_navigation(browser, stack: Stack):
     alice.wait_for_url("**/instrument/*/", timeout=10_000)
     alice.keyboard.press("Escape")
     alice.wait_for_url(f"{stack.base_url}/", timeout=10_000)
+
+
+def test_a_personal_price_rule_fires_once_and_reaches_only_its_owner(browser, stack: Stack):
+    expect = playwright_api.expect
+    alice = logged_in_board(browser, stack, "alice", record_notifications=True)
+    bob = logged_in_board(browser, stack, "bob")  # same team; the rule is alice's own
+    alice.goto(f"{stack.base_url}/rules/")
+    alice.select_option("#id_scope", label="Instrument: MSFT")
+    alice.select_option("#id_kind", "price_above")
+    alice.fill("#id_threshold", "2500")
+    alice.click("#rule-form button[type=submit]")
+    expect(alice.locator("#rules [data-rule-id]")).to_have_count(1)
+    alice.goto(f"{stack.base_url}/")
+    expect(alice.locator("#conn-status")).to_have_attribute("data-state", "live", timeout=15_000)
+    stack.control("emit_quote", sim="insightsentry", code="NASDAQ:MSFT", price="1.0")
+    expect(alice.locator('[data-symbol="MSFT"] .quote-price')).to_have_text(re.compile(r"^[0-2]\.\d\d$"), timeout=15_000)
+    stack.control("emit_quote", sim="insightsentry", code="NASDAQ:MSFT", price="5000")
+    fired = alice.locator(".alert-item", has_text="MSFT: price crossed above 2,500")
+    expect(fired).to_have_count(1, timeout=15_000)
+    assert any(n["title"] == "MSFT: rule" for n in alice.evaluate("window.__notes"))  # own rules notify
+    assert bob.locator(".alert-item", has_text="price crossed above").count() == 0
 
 
 def test_board_reconnects_and_resyncs_what_it_missed(browser, stack: Stack):
