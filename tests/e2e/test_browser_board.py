@@ -269,6 +269,37 @@ def test_a_personal_price_rule_fires_once_and_reaches_only_its_owner(browser, st
     assert bob.locator(".alert-item", has_text="price crossed above").count() == 0
 
 
+def test_a_new_user_sees_what_to_do_and_the_board_fits_a_phone(browser, stack: Stack):
+    stack.manage("shell", "-c", "from django.contrib.auth import get_user_model; "
+                 "get_user_model().objects.filter(username='newbie').exists() or "
+                 "get_user_model().objects.create_user('newbie', password='tickerwire-demo')")
+    newbie = logged_in_board(browser, stack, "newbie")
+    playwright_api.expect(newbie.locator("#empty-state")).to_contain_text("No watchlists yet")
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True).new_page()
+    phone.goto(f"{stack.base_url}/login/")
+    phone.fill("#id_username", "alice")
+    phone.fill("#id_password", PASSWORD)
+    phone.click("button[type=submit]")
+    playwright_api.expect(phone.locator('[data-symbol="AAPL"]').first).to_be_visible(timeout=15_000)
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")  # no sideways scrolling
+
+
+def test_a_burst_of_quotes_is_coalesced_per_row(browser, stack: Stack):
+    alice = logged_in_board(browser, stack, "alice")
+    # Count renders of one row's price while 200 quote events arrive within about a second.
+    alice.evaluate("""() => {
+      window.__renders = 0;
+      const price = document.querySelector('[data-symbol="NVDA"] .quote-price');
+      new MutationObserver(() => window.__renders++).observe(price, { childList: true, characterData: true, subtree: true });
+    }""")
+    for n in range(200):
+        stack.control("emit_quote", sim="insightsentry", code="NASDAQ:NVDA", price=str(100 + n / 100))
+    playwright_api.expect(alice.locator('[data-symbol="NVDA"] .quote-price')).to_have_text(
+        re.compile(r"^10[0-2]\.\d\d$"), timeout=15_000)
+    renders = alice.evaluate("window.__renders")
+    assert 0 < renders < 200  # far fewer renders than events: updates were coalesced
+
+
 def test_board_reconnects_and_resyncs_what_it_missed(browser, stack: Stack):
     """The server goes away; news stored meanwhile shows up after the socket comes back."""
     expect = playwright_api.expect

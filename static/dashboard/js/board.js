@@ -123,14 +123,25 @@
     return true;
   }
 
+  // A row renders at most every ROW_MIN_MS: a busy instrument cannot freeze the page. The
+  // model always holds the latest values, so a deferred render shows the newest state.
+  const ROW_MIN_MS = 250, lastRender = new Map();
   function markDirty(id) {
     dirty.add(id);
     if (frameScheduled) return;
     frameScheduled = true;
     requestAnimationFrame(() => {
       frameScheduled = false;
-      for (const rowId of dirty) renderRow(rowId);
-      dirty.clear();
+      const now = performance.now();
+      let wait = Infinity;
+      for (const rowId of dirty) {
+        const since = now - (lastRender.get(rowId) || -Infinity);
+        if (since < ROW_MIN_MS) { wait = Math.min(wait, ROW_MIN_MS - since); continue; }
+        renderRow(rowId);
+        lastRender.set(rowId, now);
+        dirty.delete(rowId);
+      }
+      if (dirty.size) setTimeout(() => markDirty(dirty.values().next().value), wait);
     });
   }
 
