@@ -21,6 +21,7 @@ from .models import (
 )
 
 NEWS_PER_INSTRUMENT = 5
+SPARK_BARS = 60
 
 
 def _quote_message(q: Quote) -> dict:
@@ -60,7 +61,7 @@ def _sentiment_message(s: SentimentSample) -> dict:
 def market_snapshot_for_instruments(*, instrument_ids: Iterable[int]) -> dict[int, dict]:
     """Latest quote and the newest news per instrument, keyed by instrument id."""
     ids = set(instrument_ids)
-    snapshot: dict[int, dict] = {i: {"quote": None, "news": [], "bar": None, "sentiment": {}} for i in ids}
+    snapshot: dict[int, dict] = {i: {"quote": None, "news": [], "bar": None, "spark": [], "sentiment": {}} for i in ids}
     # Several providers may quote one instrument: the most recent quote is shown.
     for quote in Quote.objects.filter(instrument_id__in=ids).select_related("instrument").order_by("ts"):
         snapshot[quote.instrument_id]["quote"] = _quote_message(quote)
@@ -73,8 +74,10 @@ def market_snapshot_for_instruments(*, instrument_ids: Iterable[int]) -> dict[in
             .order_by("-published_at", "-id")[:NEWS_PER_INSTRUMENT]
         )
         snapshot[instrument_id]["news"] = [_news_message(n) for n in latest]
-        bar = Bar.objects.filter(instrument_id=instrument_id).select_related("instrument").order_by("-start").first()
-        snapshot[instrument_id]["bar"] = _bar_message(bar) if bar else None
+        bars = list(Bar.objects.filter(instrument_id=instrument_id).select_related("instrument").order_by("-start")[:SPARK_BARS])
+        snapshot[instrument_id]["bar"] = _bar_message(bars[0]) if bars else None
+        # The sparkline: recent closes of the instrument's bars, oldest first.
+        snapshot[instrument_id]["spark"] = [b.close for b in reversed(bars) if b.interval == bars[0].interval]
         for provider in SentimentSample.objects.filter(instrument_id=instrument_id).values_list("provider", flat=True).distinct():
             sample = (SentimentSample.objects.filter(instrument_id=instrument_id, provider=provider)
                       .select_related("instrument").order_by("-ts").first())

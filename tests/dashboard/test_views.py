@@ -101,3 +101,20 @@ def test_acknowledging_an_alert_of_another_team_is_refused(teams):
     assert list(AlertAcknowledgement.objects.values_list("alert__external_id", flat=True)) == ["a1"]
     inbox = client.get("/api/alerts/").json()["alerts"]
     assert [(a["external_id"], a["acknowledged"]) for a in inbox] == [("a1", True)]
+
+
+
+def test_snapshot_carries_a_sparkline_of_recent_bar_closes(client, teams):
+    from datetime import datetime, timedelta, timezone
+
+    from feeds.models import Bar
+
+    alice, carol, alpha, beta = teams
+    aapl = alpha.items.get().instrument
+    t = datetime(2026, 2, 6, 12, 0, tzinfo=timezone.utc)
+    for n, close in enumerate([10.0, 11.0, 10.5]):
+        Bar.objects.create(instrument=aapl, provider="insightsentry", interval="1m", start=t + timedelta(minutes=n),
+                           open=close, high=close, low=close, close=close, volume=1)
+    client.force_login(alice)
+    [row] = client.get("/api/board/").json()["watchlists"][0]["instruments"]
+    assert row["spark"] == [10.0, 11.0, 10.5] and row["bar"]["close"] == 10.5

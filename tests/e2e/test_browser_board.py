@@ -89,9 +89,12 @@ def test_a_knowsis_alert_appears_and_its_revocation_strikes_it_through(browser, 
     item = alice.locator(f'.alert-item[data-alert-id="knowsis:{alert_id}"]')
     expect(item).to_contain_text("NVDA", timeout=15_000)
     expect(item).not_to_have_class("alert-item revoked")
+    badge = alice.locator('[data-symbol="NVDA"] .alert-badge')
+    expect(badge).to_have_text(re.compile(r"⚑ \d+"))
     stack.control("emit", sim="knowsis", channel="nvidia-corp", event="anomaly_alert_removed",
                   data=json.dumps({"alert_id": alert_id}))
     expect(item).to_have_class("alert-item revoked", timeout=15_000)
+    expect(badge).to_be_hidden()  # a revoked alert no longer counts
     expect(item.locator(".alert-meta")).to_contain_text("revoked")
     assert item.locator(".alert-headline").evaluate("e => getComputedStyle(e).textDecorationLine") == "line-through"
 

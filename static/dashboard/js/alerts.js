@@ -47,6 +47,24 @@ window.TickerwireAlerts = (() => {
     el.replaceChildren(...alerts.map(item));
     el.hidden = alerts.length === 0;
     document.getElementById("alerts-empty").hidden = alerts.length > 0;
+    badges();
+  }
+
+  function badges() { // on each board row: how many of its alerts are live (not revoked)
+    const counts = new Map();
+    for (const a of byKey.values()) if (!a.revoked && a.instrument_id) counts.set(a.instrument_id, (counts.get(a.instrument_id) || 0) + 1);
+    for (const row of document.querySelectorAll(".instrument[data-instrument-id]")) {
+      const n = counts.get(Number(row.getAttribute("data-instrument-id"))) || 0;
+      let badge = row.querySelector(".alert-badge");
+      if (!badge) {
+        badge = document.createElement("span");
+        badge.className = "alert-badge";
+        row.querySelector(".inst-ident").append(badge);
+      }
+      badge.hidden = n === 0;
+      badge.textContent = n ? "⚑ " + n : "";
+      badge.setAttribute("title", n + " live alert" + (n === 1 ? "" : "s"));
+    }
   }
 
   return {

@@ -97,9 +97,13 @@
     return true;
   }
 
+  const SPARK_POINTS = 60;
   function mergeBar(id, bar) { // the latest bar by start time; its close moves until it ends
     const entry = model.get(id);
     if (!entry || !bar || (entry.bar && toTime(bar.start) < toTime(entry.bar.start))) return false;
+    const sameBar = entry.bar && entry.bar.start === bar.start;
+    if (sameBar && entry.spark.length) entry.spark[entry.spark.length - 1] = bar.close;
+    else entry.spark = [...entry.spark, bar.close].slice(-SPARK_POINTS);
     entry.bar = bar;
     return true;
   }
@@ -157,10 +161,15 @@
     if (inst.exchange) ident.append(el("span", "inst-exchange", inst.exchange));
     const parts = { root, price: el("span", "quote-price"), change: el("span", "quote-change"),
       delayed: el("span", "quote-delayed", "delayed"), news: el("ul", "news-list"),
-      bar: el("span", "bar-ohlc"), crowd: el("span", "crowd-sentiment"), knowsis: el("span", "knowsis-sentiment") };
+      bar: el("span", "bar-ohlc"), crowd: el("span", "crowd-sentiment"), knowsis: el("span", "knowsis-sentiment"),
+      spark: document.createElementNS("http://www.w3.org/2000/svg", "svg") };
+    parts.spark.setAttribute("class", "sparkline");
+    parts.spark.setAttribute("viewBox", "0 0 100 24");
+    parts.spark.setAttribute("preserveAspectRatio", "none");
+    parts.spark.appendChild(document.createElementNS("http://www.w3.org/2000/svg", "polyline"));
     parts.delayed.hidden = true;
     const quote = el("div", "inst-quote");
-    quote.append(parts.price, parts.change, parts.delayed, parts.bar, parts.crowd, parts.knowsis);
+    quote.append(parts.price, parts.change, parts.delayed, parts.spark, parts.bar, parts.crowd, parts.knowsis);
     root.append(ident, quote, parts.news);
     return parts;
   }
@@ -223,6 +232,16 @@
   // InsightSentry delay_seconds: 0 real-time, 900 = 15-min delayed, -1 = end of day.
   const delayLabel = (s) => (s < 0 ? "end of day" : "delayed " + (s >= 60 ? Math.round(s / 60) + " min" : s + " s"));
 
+  function renderSpark(svg, values) { // recent bar closes, scaled to the box
+    svg.hidden = values.length < 2;
+    if (values.length < 2) return;
+    const lo = Math.min(...values), hi = Math.max(...values), span = hi - lo || 1;
+    const points = values.map((v, i) => `${((i / (values.length - 1)) * 100).toFixed(1)},${(22 - ((v - lo) / span) * 20).toFixed(1)}`);
+    svg.firstChild.setAttribute("points", points.join(" "));
+    svg.setAttribute("data-points", String(values.length));
+    svg.setAttribute("data-trend", values[values.length - 1] >= values[0] ? "up" : "down");
+  }
+
   function renderBar(node, b) {
     node.hidden = !b;
     if (b) setText(node, `${b.interval} O ${fmtPrice(b.open)} H ${fmtPrice(b.high)} L ${fmtPrice(b.low)} C ${fmtPrice(b.close)}`);
@@ -262,6 +281,7 @@
       if (latest > 0) parts.root.setAttribute("data-updated", String(latest));
       if (delayed) setText(parts.delayed, delayLabel(q.delay_seconds));
       renderBar(parts.bar, entry.bar);
+      renderSpark(parts.spark, entry.spark);
       renderCrowd(parts.crowd, entry.sentiment.stocktwits);
       renderKnowsis(parts.knowsis, entry.sentiment.knowsis);
       renderNews(parts.news, entry.news);
@@ -291,9 +311,10 @@
     const ids = new Set();
     for (const inst of watchlists.flatMap((w) => w.instruments || [])) {
       ids.add(inst.id);
-      if (!model.has(inst.id)) model.set(inst.id, { quote: null, news: [], bar: null, sentiment: {} });
+      if (!model.has(inst.id)) model.set(inst.id, { quote: null, news: [], bar: null, spark: [], sentiment: {} });
       mergeQuote(inst.id, inst.quote);
-      mergeBar(inst.id, inst.bar);
+      model.get(inst.id).spark = (inst.spark || []).slice(-SPARK_POINTS);
+      model.get(inst.id).bar = inst.bar || null;
       for (const sample of Object.values(inst.sentiment || {})) mergeSentiment(inst.id, sample);
       mergeNews(inst.id, inst.news || []);
     }
