@@ -233,7 +233,7 @@
   const delayLabel = (s) => (s < 0 ? "end of day" : "delayed " + (s >= 60 ? Math.round(s / 60) + " min" : s + " s"));
 
   function renderSpark(svg, values) { // recent bar closes, scaled to the box
-    svg.hidden = values.length < 2;
+    svg.toggleAttribute("hidden", values.length < 2); // an SVG element has no .hidden property
     if (values.length < 2) return;
     const lo = Math.min(...values), hi = Math.max(...values), span = hi - lo || 1;
     const points = values.map((v, i) => `${((i / (values.length - 1)) * 100).toFixed(1)},${(22 - ((v - lo) / span) * 20).toFixed(1)}`);
