@@ -12,7 +12,7 @@ from feeds.groups import team_audience
 
 from feeds.models import Instrument
 
-from .models import AlertAcknowledgement, Membership, Role, Team, Watchlist, WatchlistItem
+from .models import AlertAcknowledgement, AlertRule, Membership, Role, Team, Watchlist, WatchlistItem
 
 EDIT_ROLES = (Role.OWNER, Role.EDITOR)
 
@@ -46,10 +46,8 @@ def watchlist_remove_instrument(*, watchlist: Watchlist, instrument: Instrument,
     _notify_team(watchlist)
 
 
-def alert_rule_create(*, by, team: Team, personal: bool, **fields) -> "AlertRule":
+def alert_rule_create(*, by, team: Team, personal: bool, **fields) -> AlertRule:
     """Anyone in the team may keep a personal rule; team rules are for owners and editors."""
-    from .models import AlertRule
-
     role = Membership.objects.filter(user=by, team=team).values_list("role", flat=True).first()
     if role is None or (not personal and role not in EDIT_ROLES):
         raise PermissionDenied("Team rules are for the team's owners and editors; make it a personal rule.")

@@ -22,3 +22,17 @@ class Notice:
 
     kind: str
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_counted(parse, raw, *, status, name: str, **kwargs) -> list | None:
+    """Count a received frame and parse it; an unparseable one is counted, logged with its raw
+    payload (first 2,000 characters; secrets are masked by the log filter) and skipped: None."""
+    import logging
+
+    status.message()
+    try:
+        return parse(raw, **kwargs)
+    except UnsupportedMessage as exc:
+        status.parse_error()
+        logging.getLogger(f"feeds.providers.{name}").warning("%s: skipped unparseable frame (%s): %.2000r", name, exc, raw)
+        return None

@@ -55,7 +55,7 @@ def test_cooled_down():
 def test_a_flapping_price_fires_once_per_cool_down_for_the_rules_team_only():
     alice, carol = user("alice"), user("carol")
     alpha = team_with_watchlist("Alpha", {alice: "owner"}, ["AAPL"])
-    beta = team_with_watchlist("Beta", {carol: "owner"}, ["AAPL"])  # the same instrument, another team
+    team_with_watchlist("Beta", {carol: "owner"}, ["AAPL"])  # the same instrument, another team
     aapl = alpha.items.get().instrument
     rule = AlertRule.objects.create(team=alpha.team, watchlist=alpha, kind="price_above", threshold=100,
                                     cooldown_seconds=300)

@@ -17,7 +17,7 @@ from feeds.backoff import Backoff
 from feeds.events import Event
 from feeds.outbox import TOTAL, Outbox
 from feeds.pipeline import Pipeline
-from feeds.providers.base import Notice, UnsupportedMessage
+from feeds.providers.base import Notice, parse_counted
 from feeds.status import StatusSink
 from feeds.transports.websocket import CloseAction, ReconnectingWebSocket, WebSocketOptions
 
@@ -109,12 +109,8 @@ class InsightSentryFeed:
         return CloseAction.RECONNECT, f"closed {code}{': ' + reason if reason else ''}"
 
     async def on_text(self, text: str) -> None:
-        self.status.message()
-        try:
-            items = parse_message(text, received_at=datetime.now(timezone.utc))
-        except UnsupportedMessage as exc:
-            self.status.parse_error()
-            log.warning("insightsentry: skipped unparseable frame (%s): %.2000s", exc, text)
+        items = parse_counted(parse_message, text, status=self.status, name=self.name, received_at=datetime.now(timezone.utc))
+        if items is None:
             return
         events: list[Event] = [item for item in items if not isinstance(item, Notice)]
         for notice in (item for item in items if isinstance(item, Notice)):

@@ -19,7 +19,7 @@ from feeds.backoff import Backoff
 from feeds.events import Event
 from feeds.outbox import TOTAL, Outbox
 from feeds.pipeline import Pipeline
-from feeds.providers.base import Notice, UnsupportedMessage
+from feeds.providers.base import Notice, parse_counted
 from feeds.status import StatusSink
 from feeds.transports.websocket import CloseAction, ReconnectingWebSocket, WebSocketOptions
 
@@ -112,12 +112,8 @@ class StockNewsFeed:
         return CloseAction.RECONNECT, f"closed {code}{': ' + reason if reason else ''}"
 
     async def on_text(self, text: str) -> None:
-        self.status.message()
-        try:
-            items = parse_message(text, received_at=datetime.now(timezone.utc))
-        except UnsupportedMessage as exc:
-            self.status.parse_error()
-            log.warning("stocknews: skipped unparseable frame (%s): %.2000s", exc, text)
+        items = parse_counted(parse_message, text, status=self.status, name=self.name, received_at=datetime.now(timezone.utc))
+        if items is None:
             return
         events: list[Event] = []
         for item in items:

@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 
 from feeds.backoff import Backoff
 from feeds.pipeline import Pipeline
-from feeds.providers.base import UnsupportedMessage
+from feeds.providers.base import parse_counted
 from feeds.status import StatusSink
 from feeds.transports.sse import ReconnectingSse, SseRequest, StatusAction
 
@@ -87,13 +87,7 @@ class StockTwitsFeed:
         return StatusAction.RECONNECT
 
     async def on_event(self, data: str) -> None:
-        self.status.message()
-        try:
-            posts = parse_message(data, received_at=datetime.now(timezone.utc))
-        except UnsupportedMessage as exc:
-            self.status.parse_error()
-            log.warning("stocktwits: skipped unparseable message (%s): %.2000s", exc, data)
-            return
+        posts = parse_counted(parse_message, data, status=self.status, name=self.name, received_at=datetime.now(timezone.utc))
         if posts:
             self.status.detail("last_seq_id", posts[-1].cursor)
             await self.pipeline.submit(posts)
