@@ -61,7 +61,7 @@ def _sentiment_message(s: SentimentSample) -> dict:
 def market_snapshot_for_instruments(*, instrument_ids: Iterable[int]) -> dict[int, dict]:
     """Latest quote and the newest news per instrument, keyed by instrument id."""
     ids = set(instrument_ids)
-    snapshot: dict[int, dict] = {i: {"quote": None, "news": [], "bar": None, "spark": [], "sentiment": {}} for i in ids}
+    snapshot: dict[int, dict] = {i: {"quote": None, "news": [], "bar": None, "spark": [], "day_range": None, "sentiment": {}} for i in ids}
     # Several providers may quote one instrument: the most recent quote is shown.
     for quote in Quote.objects.filter(instrument_id__in=ids).select_related("instrument").order_by("ts"):
         snapshot[quote.instrument_id]["quote"] = _quote_message(quote)
@@ -78,6 +78,8 @@ def market_snapshot_for_instruments(*, instrument_ids: Iterable[int]) -> dict[in
         snapshot[instrument_id]["bar"] = _bar_message(bars[0]) if bars else None
         # The sparkline: recent closes of the instrument's bars, oldest first.
         snapshot[instrument_id]["spark"] = [b.close for b in reversed(bars) if b.interval == bars[0].interval]
+        today = [b for b in bars if b.start.date() == bars[0].start.date()] if bars else []
+        snapshot[instrument_id]["day_range"] = [min(b.low for b in today), max(b.high for b in today)] if today else None
         for provider in SentimentSample.objects.filter(instrument_id=instrument_id).values_list("provider", flat=True).distinct():
             sample = (SentimentSample.objects.filter(instrument_id=instrument_id, provider=provider)
                       .select_related("instrument").order_by("-ts").first())

@@ -118,3 +118,4 @@ def test_snapshot_carries_a_sparkline_of_recent_bar_closes(client, teams):
     client.force_login(alice)
     [row] = client.get("/api/board/").json()["watchlists"][0]["instruments"]
     assert row["spark"] == [10.0, 11.0, 10.5] and row["bar"]["close"] == 10.5
+    assert row["day_range"] == [10.0, 11.0]

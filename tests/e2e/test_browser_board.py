@@ -265,6 +265,8 @@ def test_a_personal_price_rule_fires_once_and_reaches_only_its_owner(browser, st
     expect(alice.locator("#conn-status")).to_have_attribute("data-state", "live", timeout=15_000)
     stack.control("emit_quote", sim="insightsentry", code="NASDAQ:MSFT", price="1.0")
     expect(alice.locator('[data-symbol="MSFT"] .quote-price')).to_have_text(re.compile(r"^[0-2]\.\d\d$"), timeout=15_000)
+    expect(alice.locator('[data-symbol="MSFT"] .quote-book')).to_contain_text("bid ")  # bid/ask where known
+    expect(alice.locator('[data-symbol="MSFT"] .quote-book')).to_contain_text("day ")  # today's range
     stack.control("emit_quote", sim="insightsentry", code="NASDAQ:MSFT", price="5000")
     fired = alice.locator(".alert-item", has_text="MSFT: price crossed above 2,500")
     expect(fired).to_have_count(1, timeout=15_000)
@@ -301,6 +303,26 @@ def test_a_burst_of_quotes_is_coalesced_per_row(browser, stack: Stack):
         re.compile(r"^10[0-2]\.\d\d$"), timeout=15_000)
     renders = alice.evaluate("window.__renders")
     assert 0 < renders < 200  # far fewer renders than events: updates were coalesced
+
+
+def test_knowsis_sentiment_on_the_tile_and_a_revoked_alert_on_the_instrument_timeline(browser, stack: Stack):
+    import json
+
+    expect = playwright_api.expect
+    alice = logged_in_board(browser, stack, "alice")
+    stack.control("emit", sim="knowsis", channel="microsoft-corp", event="datapoint",
+                  data=json.dumps({"sentiment": 3, "volume": 4.2}))
+    expect(alice.locator('[data-symbol="MSFT"] .knowsis-sentiment')).to_have_text("Knowsis +3 · vol 4.2", timeout=15_000)
+    alert_id = "5760257000000000000000e1"
+    stack.control("emit", sim="knowsis", channel="microsoft-corp", event="anomaly_alert_triggered",
+                  data=json.dumps({"alert_id": alert_id, "trigger_time": "2026-11-21T13:00:00", "credibility": "high"}))
+    alice.click('[data-symbol="MSFT"] a.inst-symbol')
+    item = alice.locator(f'#timeline [data-alert-id="knowsis:{alert_id}"]')
+    expect(item).to_be_visible(timeout=15_000)
+    stack.control("emit", sim="knowsis", channel="microsoft-corp", event="anomaly_alert_removed",
+                  data=json.dumps({"alert_id": alert_id}))
+    expect(item).to_have_class("alert-item revoked", timeout=15_000)
+    expect(item.locator(".alert-meta")).to_contain_text("revoked")
 
 
 def test_board_reconnects_and_resyncs_what_it_missed(browser, stack: Stack):

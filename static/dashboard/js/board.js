@@ -104,6 +104,8 @@
     const sameBar = entry.bar && entry.bar.start === bar.start;
     if (sameBar && entry.spark.length) entry.spark[entry.spark.length - 1] = bar.close;
     else entry.spark = [...entry.spark, bar.close].slice(-SPARK_POINTS);
+    const sameDay = entry.bar && entry.bar.start.slice(0, 10) === bar.start.slice(0, 10);
+    entry.range = sameDay && entry.range ? [Math.min(entry.range[0], bar.low), Math.max(entry.range[1], bar.high)] : [bar.low, bar.high];
     entry.bar = bar;
     return true;
   }
@@ -162,14 +164,14 @@
     const parts = { root, price: el("span", "quote-price"), change: el("span", "quote-change"),
       delayed: el("span", "quote-delayed", "delayed"), news: el("ul", "news-list"),
       bar: el("span", "bar-ohlc"), crowd: el("span", "crowd-sentiment"), knowsis: el("span", "knowsis-sentiment"),
-      spark: document.createElementNS("http://www.w3.org/2000/svg", "svg") };
+      spark: document.createElementNS("http://www.w3.org/2000/svg", "svg"), book: el("span", "quote-book") };
     parts.spark.setAttribute("class", "sparkline");
     parts.spark.setAttribute("viewBox", "0 0 100 24");
     parts.spark.setAttribute("preserveAspectRatio", "none");
     parts.spark.appendChild(document.createElementNS("http://www.w3.org/2000/svg", "polyline"));
     parts.delayed.hidden = true;
     const quote = el("div", "inst-quote");
-    quote.append(parts.price, parts.change, parts.delayed, parts.spark, parts.bar, parts.crowd, parts.knowsis);
+    quote.append(parts.price, parts.change, parts.delayed, parts.book, parts.spark, parts.bar, parts.crowd, parts.knowsis);
     root.append(ident, quote, parts.news);
     return parts;
   }
@@ -282,6 +284,10 @@
       if (delayed) setText(parts.delayed, delayLabel(q.delay_seconds));
       renderBar(parts.bar, entry.bar);
       renderSpark(parts.spark, entry.spark);
+      const book = [isNum(q.bid) && isNum(q.ask) ? `bid ${fmtPrice(q.bid)} / ask ${fmtPrice(q.ask)}` : "",
+        entry.range ? `day ${fmtPrice(entry.range[0])}–${fmtPrice(entry.range[1])}` : ""].filter(Boolean).join(" · ");
+      parts.book.hidden = !book;
+      if (book) setText(parts.book, book);
       renderCrowd(parts.crowd, entry.sentiment.stocktwits);
       renderKnowsis(parts.knowsis, entry.sentiment.knowsis);
       renderNews(parts.news, entry.news);
@@ -315,6 +321,7 @@
       mergeQuote(inst.id, inst.quote);
       model.get(inst.id).spark = (inst.spark || []).slice(-SPARK_POINTS);
       model.get(inst.id).bar = inst.bar || null;
+      model.get(inst.id).range = inst.day_range || null;
       for (const sample of Object.values(inst.sentiment || {})) mergeSentiment(inst.id, sample);
       mergeNews(inst.id, inst.news || []);
     }
