@@ -39,6 +39,11 @@ window.Notification = class {
   static get permission() { return "granted"; }
   static requestPermission() { return Promise.resolve("granted"); }
 };
+window.__beeps = 0;
+window.AudioContext = class {
+  constructor() { this.currentTime = 0; this.destination = {}; }
+  createOscillator() { return { connect() {}, frequency: {}, start() { window.__beeps++; }, stop() {} }; }
+};
 """
 
 
@@ -198,6 +203,11 @@ def test_a_credible_knowsis_alert_raises_a_desktop_notification_that_opens_the_i
     import json
 
     alice = logged_in_board(browser, stack, "alice", record_notifications=True)
+    alice.goto(f"{stack.base_url}/settings/")
+    alice.check("#id_notify_sound")  # the optional sound
+    alice.click(".settings-form button[type=submit]")
+    alice.goto(f"{stack.base_url}/")
+    playwright_api.expect(alice.locator("#conn-status")).to_have_attribute("data-state", "live", timeout=15_000)
     for alert_id, credibility in (("5760257000000000000000d1", "medium"), ("5760257000000000000000d2", "high")):
         stack.control("emit", sim="knowsis", channel="tesla-inc", event="anomaly_alert_triggered",
                       data=json.dumps({"alert_id": alert_id, "trigger_time": "2026-11-21T12:00:00",
@@ -206,6 +216,7 @@ def test_a_credible_knowsis_alert_raises_a_desktop_notification_that_opens_the_i
         timeout=15_000)
     notes = alice.evaluate("window.__notes")
     assert notes == [{"title": "TSLA: high", "body": "Abnormal conversation detected"}]  # medium: not notified
+    assert alice.evaluate("window.__beeps") == 1
     alice.evaluate("window.__lastNote.onclick()")
     alice.wait_for_url("**/instrument/*/", timeout=10_000)
     assert "TSLA" in alice.locator("h1").inner_text()
@@ -323,6 +334,55 @@ def test_knowsis_sentiment_on_the_tile_and_a_revoked_alert_on_the_instrument_tim
                   data=json.dumps({"alert_id": alert_id}))
     expect(item).to_have_class("alert-item revoked", timeout=15_000)
     expect(item.locator(".alert-meta")).to_contain_text("revoked")
+
+
+def test_sparkline_flash_and_the_settings_test_notification(browser, stack: Stack):
+    import sqlite3
+
+    expect = playwright_api.expect
+    [(jpm,)] = stack.query("SELECT id FROM feeds_instrument WHERE symbol = 'JPM'")
+    with sqlite3.connect(stack.tmp / "db.sqlite3", timeout=10) as db:  # two earlier bars: enough for a sparkline
+        for minute, close in ((1, 190.0), (2, 192.5)):
+            db.execute("INSERT OR IGNORE INTO feeds_bar (instrument_id, provider, interval, start, open, high, low, close, volume) "
+                       "VALUES (?, 'insightsentry', '1m', ?, ?, ?, ?, ?, 100)",
+                       (jpm, f"2026-01-02 10:0{minute}:00", close, close, close, close))
+    carol = logged_in_board(browser, stack, "carol", record_notifications=True)
+    spark = carol.locator('[data-symbol="JPM"] .sparkline')
+    expect(spark).to_be_visible(timeout=15_000)
+    assert int(spark.get_attribute("data-points")) >= 2
+    assert len(spark.locator("polyline").get_attribute("points").split()) >= 2
+    stack.control("emit_quote", sim="insightsentry", code="NYSE:JPM", price="321.5")
+    expect(carol.locator('[data-symbol="JPM"] .quote-price.flash').first).to_be_attached(timeout=15_000)  # flashes
+    carol.click("text=Settings")
+    carol.click("#test-notification")
+    expect(carol.locator("#test-result")).to_have_text("A test notification was sent.")
+    assert carol.evaluate("window.__notes")[-1]["title"] == "Tickerwire"
+
+
+def test_a_delayed_quote_is_marked_and_a_silent_instrument_shows_stale(browser, stack: Stack):
+    expect = playwright_api.expect
+    # GOOGL on a team of its own, with no provider codes: nothing live arrives for it. Its only quote is
+    # an old, 15-minute-delayed one.
+    stack.manage("shell", "-c", """
+from datetime import datetime, timezone
+from django.contrib.auth import get_user_model
+from dashboard.models import Membership, Team, Watchlist, WatchlistItem
+from feeds.models import Instrument, Quote
+user = get_user_model().objects.filter(username="quiet").first() or get_user_model().objects.create_user("quiet", password="tickerwire-demo")
+team, _ = Team.objects.get_or_create(name="Quiet Fund")
+Membership.objects.get_or_create(user=user, team=team, defaults={"role": "owner"})
+watchlist, _ = Watchlist.objects.get_or_create(team=team, name="Quiet")
+googl = Instrument.objects.get(symbol="GOOGL")
+Instrument.objects.filter(pk=googl.pk).update(insightsentry_code="", stocktwits_symbol="", stocknews_ticker="", knowsis_channel="")
+WatchlistItem.objects.get_or_create(watchlist=watchlist, instrument=googl)
+Quote.objects.update_or_create(instrument=googl, provider="knowsis", defaults={"price": 170.25, "delay_seconds": 900, "ts": datetime(2026, 1, 2, 15, 0, tzinfo=timezone.utc)})
+""")
+    quiet = logged_in_board(browser, stack, "quiet")
+    row = quiet.locator('[data-symbol="GOOGL"]')
+    expect(row.locator(".quote-price")).to_have_text("170.25")
+    expect(row.locator(".quote-delayed")).to_have_text("delayed 15 min")
+    expect(row).to_have_class(re.compile(r"\bstale\b"), timeout=10_000)
+    assert row.get_attribute("title") == "No update for over two minutes"
 
 
 def test_board_reconnects_and_resyncs_what_it_missed(browser, stack: Stack):
