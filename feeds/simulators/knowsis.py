@@ -357,7 +357,8 @@ def build_from_options(options: dict[str, Any]) -> KnowsisSimulator:
         key or "demo-key", secret or "demo-secret",
         host=options.get("host", "127.0.0.1"),
         port=options.get("port", 0),
-        news_interval=interval if interval and interval > 0 else 2.0,
+        # As for the other simulators, `--news-interval 0` turns automatic events off (tests drive them).
+        news_interval=None if interval == 0 else (interval if interval and interval > 0 else 2.0),
         control_token=options.get("control_token"),
         seed=options.get("seed"),
     )

@@ -302,6 +302,7 @@ def test_a_new_user_sees_what_to_do_and_the_board_fits_a_phone(browser, stack: S
 
 def test_a_burst_of_quotes_is_coalesced_per_row(browser, stack: Stack):
     alice = logged_in_board(browser, stack, "alice")
+    playwright_api.expect(alice.locator('[data-symbol="NVDA"] .quote-price')).to_be_visible(timeout=15_000)
     # Count renders of one row's price while 200 quote events arrive within about a second.
     alice.evaluate("""() => {
       window.__renders = 0;
@@ -374,6 +375,9 @@ Membership.objects.get_or_create(user=user, team=team, defaults={"role": "owner"
 watchlist, _ = Watchlist.objects.get_or_create(team=team, name="Quiet")
 googl = Instrument.objects.get(symbol="GOOGL")
 Instrument.objects.filter(pk=googl.pk).update(insightsentry_code="", stocktwits_symbol="", stocknews_ticker="", knowsis_channel="")
+from feeds.models import Bar, NewsItem, SentimentSample
+for model in (Bar, NewsItem, SentimentSample):
+    model.objects.filter(instrument=googl).delete()
 WatchlistItem.objects.get_or_create(watchlist=watchlist, instrument=googl)
 Quote.objects.update_or_create(instrument=googl, provider="knowsis", defaults={"price": 170.25, "delay_seconds": 900, "ts": datetime(2026, 1, 2, 15, 0, tzinfo=timezone.utc)})
 """)

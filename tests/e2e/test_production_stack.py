@@ -21,12 +21,12 @@ pytestmark = pytest.mark.stack
 _clients: dict[str, object] = {}
 
 
-async def open_stream(stack: Stack, username: str):
+async def open_stream(stack: Stack, username: str, *, open_timeout: float = 30):
     client = _clients.get(username) or _clients.setdefault(username, stack.login(username))
     watchlists = [w["id"] for w in client.get("/api/board/").json()["watchlists"]]
     cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
     ws = await connect(stack.base_url.replace("http", "ws") + "/ws/stream/",
-                       additional_headers={"Cookie": cookie}, origin=stack.base_url)
+                       additional_headers={"Cookie": cookie}, origin=stack.base_url, open_timeout=open_timeout)
     await ws.send(json.dumps({"type": "watch", "watchlists": watchlists}))
     ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert ack["type"] == "watching" and ack["watchlists"] == watchlists

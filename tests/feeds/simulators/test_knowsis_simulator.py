@@ -551,8 +551,9 @@ def test_payload_formats() -> None:
 
 def test_build_from_options() -> None:
     sim = build_from_options({"host": "127.0.0.1", "port": 0, "token": None, "control_token": None,
-                              "seed": 1, "news_interval": 0})
+                              "seed": 1, "news_interval": None})
     assert (sim.app_key, sim.app_secret, sim.news_interval) == ("demo-key", "demo-secret", 2.0)
+    assert build_from_options({"news_interval": 0, "port": 0}).news_interval is None  # 0: tests drive events
     sim = build_from_options({"token": ["k:s"], "news_interval": 0.5, "control_token": "c", "port": 0})
     assert (sim.app_key, sim.app_secret, sim.news_interval, sim.control_token) == ("k", "s", 0.5, "c")
     assert sim.valid_keys == {"k"}
