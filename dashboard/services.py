@@ -46,12 +46,22 @@ def watchlist_remove_instrument(*, watchlist: Watchlist, instrument: Instrument,
     _notify_team(watchlist)
 
 
-def alert_rule_create(*, by, team: Team, personal: bool, **fields) -> AlertRule:
-    """Anyone in the team may keep a personal rule; team rules are for owners and editors."""
-    role = Membership.objects.filter(user=by, team=team).values_list("role", flat=True).first()
+def alert_rule_create(*, by, scope: Watchlist | Instrument, personal: bool, **fields) -> AlertRule:
+    """A rule on one of the user's watchlists, or on one instrument of their teams' watchlists.
+
+    Anyone in the team may keep a personal rule; team rules are for owners and editors.
+    """
+    teams = Membership.objects.filter(user=by).values_list("team_id", flat=True)
+    if isinstance(scope, Watchlist):
+        watchlist, instrument, team = scope, None, scope.team
+    else:
+        owner_list = Watchlist.objects.filter(team_id__in=teams, items__instrument=scope).select_related("team").first()
+        watchlist, instrument, team = None, scope, owner_list.team if owner_list else None
+    role = Membership.objects.filter(user=by, team=team).values_list("role", flat=True).first() if team else None
     if role is None or (not personal and role not in EDIT_ROLES):
         raise PermissionDenied("Team rules are for the team's owners and editors; make it a personal rule.")
-    return AlertRule.objects.create(team=team, owner=by if personal else None, **fields)
+    return AlertRule.objects.create(team=team, owner=by if personal else None, watchlist=watchlist,
+                                    instrument=instrument, **fields)
 
 
 def alert_rule_delete(*, by, rule) -> None:

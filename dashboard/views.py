@@ -245,14 +245,10 @@ def rules_page(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         scope = form.watchlists.get(data["scope"]) or form.instruments.get(data["scope"])
-        watchlist = scope if isinstance(scope, Watchlist) else None
-        instrument = scope if isinstance(scope, Instrument) else None
-        team = watchlist.team if watchlist else Watchlist.objects.filter(
-            team_id__in=team_ids_for_user(user=request.user), items__instrument=instrument).first().team
         try:
-            alert_rule_create(by=request.user, team=team, personal=data["personal"], watchlist=watchlist,
-                              instrument=instrument, kind=data["kind"], threshold=data["threshold"],
-                              provider=data["provider"], cooldown_seconds=data["cooldown_seconds"])
+            alert_rule_create(by=request.user, scope=scope, personal=data["personal"], kind=data["kind"],
+                              threshold=data["threshold"], provider=data["provider"],
+                              cooldown_seconds=data["cooldown_seconds"])
             messages.success(request, "Rule saved.")
             return redirect("rules")
         except PermissionDenied as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 
 import pytest
@@ -13,20 +12,11 @@ from feeds.events import Bar, Quote
 from feeds.providers.insightsentry.feed import InsightSentryFeed
 from feeds.simulators.insightsentry import InsightSentrySimulator
 from feeds.status import MemoryStatus
-from tests.feeds.transports.test_websocket import CollectingPipeline
+from tests.feedrunner import CollectingPipeline, running
 
 pytestmark = pytest.mark.asyncio
 KEY = "is-key-0001"
 
-
-@contextlib.asynccontextmanager
-async def running(feed):
-    task = asyncio.create_task(feed.run())
-    try:
-        yield task
-    finally:
-        feed.stop()
-        await asyncio.wait_for(task, 5)
 
 
 def make_feed(sim, **kwargs):

@@ -4,7 +4,6 @@ and every hardening point of issue 4, each its own test."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 
 import pytest
@@ -14,8 +13,8 @@ from feeds.events import Alert, AlertRevoked, Quote, Sentiment
 from feeds.providers.knowsis.feed import KnowsisFeed
 from feeds.simulators.knowsis import KnowsisSimulator
 from feeds.status import MemoryStatus
+from tests.feedrunner import CollectingPipeline, running
 from feeds.transports.pusher import PusherOptions
-from tests.feeds.transports.test_websocket import CollectingPipeline
 
 pytestmark = pytest.mark.asyncio
 KEY, SECRET = "knowsis-key", "knowsis-secret-0123"
@@ -30,15 +29,6 @@ def make_feed(sim, *, key=KEY, sleep=None, seed=11, **kwargs):
                        sleep=sleep, **kwargs)
     return feed, status, pipeline
 
-
-@contextlib.asynccontextmanager
-async def running(feed):
-    task = asyncio.create_task(feed.run())
-    try:
-        yield task
-    finally:
-        feed.stop()
-        await asyncio.wait_for(task, 10)
 
 
 def subscribe_auths(sim, channel):

@@ -4,7 +4,6 @@ over real loopback sockets."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 
 import pytest
@@ -13,29 +12,12 @@ from feeds.backoff import Backoff
 from feeds.providers.stocknews.feed import StockNewsFeed
 from feeds.simulators.stocknews import StockNewsSimulator
 from feeds.status import MemoryStatus
+from tests.feedrunner import CollectingPipeline, running
 
 pytestmark = pytest.mark.asyncio
 TOKEN = "test-token-123456"
 
 
-class CollectingPipeline:
-    def __init__(self) -> None:
-        self.events: list = []
-        self.arrived = asyncio.Event()
-
-    async def submit(self, events) -> None:
-        self.events.extend(events)
-        self.arrived.set()
-
-
-@contextlib.asynccontextmanager
-async def running(feed: StockNewsFeed):
-    task = asyncio.create_task(feed.run())
-    try:
-        yield task
-    finally:
-        feed.stop()
-        await asyncio.wait_for(task, 5)
 
 
 def make_feed(sim: StockNewsSimulator, *, token: str = TOKEN, **kwargs) -> tuple[StockNewsFeed, MemoryStatus, CollectingPipeline]:
