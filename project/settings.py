@@ -7,6 +7,7 @@ Secure by default: DEBUG is off unless asked for, and with DEBUG off the deploym
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import dj_database_url
@@ -109,15 +110,41 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# How this process talks to Redis, chosen against the locked pair channels-redis 4.3.0 + redis-py 8.1
+# (requirements.in; upgrade them together and rerun tests/project/test_channel_layer.py):
+# - Every browser socket waits for its next message in a blocking BZPOPMIN of
+#   CHANNEL_LAYER_BLOCKING_READ seconds (channels-redis' `brpop_timeout`), then asks again. redis-py 8
+#   reads with a 5 s socket timeout by default: equal to the block, so an idle socket's receive raised
+#   TimeoutError after 5 s and Daphne dropped the browser. The read timeout must clear the block
+#   with room for a busy Redis: 3x.
+# - That read timeout is still what detects a Redis that stops answering without closing (black hole).
+# - TCP keepalive (explicit, not redis-py's default) probes idle pooled connections, so a dead peer or
+#   a firewall that forgets idle flows is noticed in idle + interval x count = 45 s.
+# - A pooled connection idle past the health-check interval is PINGed before reuse, so one that Redis
+#   closed (restart, `timeout` config) fails the PING and is replaced instead of failing a send.
+# - Pool size: redis-py's default of 100 fails at once ("Too many connections") when a burst of
+#   browsers connects together (after a deploy); each socket holds one while it blocks.
+def tcp_keepalive_options(*, idle: int, interval: int, count: int) -> dict[int, int]:
+    """Socket options by their Linux names; a platform without one keeps its own default."""
+    wanted = {"TCP_KEEPIDLE": idle, "TCP_KEEPINTVL": interval, "TCP_KEEPCNT": count}
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
+
+
+CHANNEL_LAYER_BLOCKING_READ = 5  # channels-redis 4.3.0 RedisChannelLayer.brpop_timeout
+REDIS_CONNECTION = {
+    "socket_timeout": 3 * CHANNEL_LAYER_BLOCKING_READ,
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
+    "socket_keepalive_options": tcp_keepalive_options(idle=30, interval=5, count=3),
+    "health_check_interval": 25,
+    "max_connections": int(os.environ.get("REDIS_MAX_CONNECTIONS", "1000")),
+}
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py's pool holds 100 connections by default and then fails at once
-                # ("Too many connections"): a burst of browsers connecting together (e.g. after
-                # a deploy) needs more. Each is a short-lived command connection.
-                "hosts": [{"address": REDIS_URL, "max_connections": int(os.environ.get("REDIS_MAX_CONNECTIONS", "1000"))}],
+                "hosts": [{"address": REDIS_URL, **REDIS_CONNECTION}],
                 # A prefix per deployment (or test run) keeps several on one Redis apart.
                 "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "tickerwire"),
                 # Bounded per-socket queue: a browser that cannot keep up loses messages

@@ -4,12 +4,14 @@ the real Redis layer. A news item reaches the watching team's socket and no othe
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import signal
 import time
 
 import httpx
 import pytest
+from django.conf import settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -208,6 +210,51 @@ def test_a_burst_of_browsers_connecting_at_once_is_served(stack: Stack):
         return len(sockets)
 
     assert asyncio.run(scenario()) == 150
+
+
+def _stack_timeouts() -> dict[str, float]:
+    """Every timeout an idle browser socket meets on its way through the stack."""
+    from daphne.server import Server
+
+    daphne = inspect.signature(Server.__init__).parameters
+    redis = settings.REDIS_CONNECTION
+    return {
+        "redis socket timeout": redis["socket_timeout"],
+        "redis health check": redis["health_check_interval"],
+        "redis keepalive idle": max(redis["socket_keepalive_options"].values(), default=0),
+        "channels-redis blocking read": settings.CHANNEL_LAYER_BLOCKING_READ,
+        "daphne ping interval": daphne["ping_interval"].default,
+        "daphne ping timeout": daphne["ping_timeout"].default,
+    }
+
+
+def test_an_idle_browser_socket_outlives_every_timeout_then_receives_its_next_event(stack: Stack):
+    """A quiet board must stay connected: the socket watches nothing and receives nothing for longer
+    than every timeout in the stack, then its team's next alert still arrives on it. (The module
+    also fails if Daphne ever logs 'Exception inside application'; see the stack fixture.)"""
+    idle = max(_stack_timeouts().values()) + 5
+    assert idle >= 30
+    [(alpha_alert,)] = stack.query("SELECT a.remote_alert_id FROM dashboard_trendalertdefinition a "
+                                   "JOIN dashboard_team t ON t.id = a.team_id WHERE t.name = 'Alpha Desk'")
+
+    async def scenario():
+        client = _clients.get("alice") or _clients.setdefault("alice", stack.login("alice"))
+        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        # Like a browser: no client-side pings; the server's pings are answered automatically.
+        async with connect(stack.base_url.replace("http", "ws") + "/ws/stream/", additional_headers={"Cookie": cookie},
+                           origin=stack.base_url, ping_interval=None) as ws:
+            await ws.send(json.dumps({"type": "watch", "watchlists": []}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "watching"
+            with pytest.raises(TimeoutError):  # a close or an error frame would end this wait early
+                message = await asyncio.wait_for(ws.recv(), idle)
+                pytest.fail(f"the idle socket received {message!r}")
+            event = stack.control("deliver", sim="trendspottr", alert_id=alpha_alert)
+            alert = await next_event(ws, allowed_symbols=ALPHA | {""},
+                                     match=lambda e: e["kind"] == "alert" and e["provider"] == "trendspottr")
+        return event, alert
+
+    event, alert = asyncio.run(scenario())
+    assert alert["notification_id"] == str(event["data"]["notification_id"])
 
 
 def test_worker_stops_cleanly_on_sigterm(stack: Stack):
