@@ -32,6 +32,9 @@ def _notify_team(watchlist: Watchlist) -> None:
 def watchlist_add_instrument(*, watchlist: Watchlist, instrument: Instrument, by) -> WatchlistItem:
     """Add an instrument (owners and editors only); teammates' open boards resync at once."""
     _require_editor(user=by, watchlist=watchlist)
+    # Editors adding at the same moment would both read the same last position: lock the watchlist
+    # row first, so they take turns (tests/dashboard/test_services_concurrency.py).
+    Watchlist.objects.select_for_update().filter(pk=watchlist.pk).exists()
     position = (watchlist.items.order_by("-position").values_list("position", flat=True).first() or 0) + 1
     item, _ = WatchlistItem.objects.get_or_create(watchlist=watchlist, instrument=instrument,
                                                   defaults={"position": position})

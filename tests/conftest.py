@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,3 +23,34 @@ def load_fixture_json(vendor: str, name: str):
 @pytest.fixture
 def received_at() -> datetime:
     return RECEIVED_AT
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """Before the first test that touches the database: on PostgreSQL, stop with one clear message
+    if the server cannot be used, and drop what killed runs left behind (tests/postgres.py)."""
+    from django.conf import settings
+
+    from tests import postgres
+
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        return
+    reason = postgres.available()
+    if reason:
+        pytest.exit(f"{reason}\nRun scripts/ensure-postgres, or set DATABASE_URL (sqlite:///… for a smoke run).",
+                    returncode=3)
+    postgres.drop_stale_databases()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup) -> Iterator[None]:
+    """pytest-django's test database, plus one step before it is dropped: async tests leave a
+    connection open in asgiref's shared sync thread (and threaded tests in theirs), and PostgreSQL
+    refuses to drop a database in use. SQLite never noticed."""
+    yield
+    from django.conf import settings
+
+    from tests import postgres
+
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        postgres.terminate_connections(settings.DATABASES["default"]["NAME"])

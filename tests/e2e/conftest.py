@@ -1,7 +1,10 @@
-"""A production-shaped stack in separate processes: the StockNews simulator, Daphne and the
-feed worker, sharing a SQLite file and the real Redis channel layer.
+"""A production-shaped stack in separate processes: the simulators, Daphne and one feed worker per
+provider, sharing a PostgreSQL database of their own (tests/postgres.py) and the real Redis channel
+layer.
 
 Every wait polls a condition with a deadline; nothing sleeps for a fixed time to synchronise.
+The module using the stack fails at teardown if Daphne logged `Exception inside application` at
+any point: an exception in a consumer drops a browser's socket even when every assertion held.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import re
 import secrets
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+
+from tests.postgres import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "tickerwire-demo"
@@ -47,6 +52,7 @@ def free_port() -> int:
 class Stack:
     env: dict[str, str]
     tmp: Path
+    database_url: str
     base_url: str = ""
     web_port: int = 0
     sim_ports: dict[str, int] = field(default_factory=dict)
@@ -60,7 +66,9 @@ class Stack:
         return result.stdout
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.tmp / f"{name}.log", "w")
+        # Appended, not truncated: a restarted process (Daphne) keeps its earlier run's lines for
+        # the teardown check.
+        log = open(self.tmp / f"{name}.log", "a")
         proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=subprocess.PIPE if name.startswith("sim-") else log,
                                 stderr=log, text=True)
         self.processes[name] = proc
@@ -76,10 +84,9 @@ class Stack:
         return response.json()
 
     def feed_state(self, provider: str = "stocknews") -> str | None:
-        with sqlite3.connect(self.tmp / "db.sqlite3", timeout=10) as db:
-            row = db.execute("SELECT s.state FROM feeds_feedstatus s JOIN feeds_provideraccount a ON a.id = s.account_id "
-                             "WHERE a.provider = ?", (provider,)).fetchone()
-        return row[0] if row else None
+        rows = self.query("SELECT s.state FROM feeds_feedstatus s JOIN feeds_provideraccount a ON a.id = s.account_id "
+                          "WHERE a.provider = %s", provider)
+        return rows[0][0] if rows else None
 
     def start_simulator(self, provider: str, *args: str) -> int:
         sim = self.start(f"sim-{provider}", sys.executable, "manage.py", "simulate", provider, "--port", "0",
@@ -88,13 +95,27 @@ class Stack:
         self.sim_ports[provider] = int(re.search(r":(\d+)/", line).group(1))
         return self.sim_ports[provider]
 
-    def query(self, sql: str, *params):
-        with sqlite3.connect(self.tmp / "db.sqlite3", timeout=10) as db:
-            return db.execute(sql, params).fetchall()
+    def query(self, sql: str, *params) -> list[tuple]:
+        """Rows of one statement on the stack's database (psycopg: `%s` placeholders), committed at once."""
+        with psycopg.connect(self.database_url, autocommit=True, connect_timeout=10) as db:
+            cursor = db.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
 
     def news_stored(self, external_id: str) -> bool:
-        with sqlite3.connect(self.tmp / "db.sqlite3", timeout=10) as db:
-            return db.execute("SELECT 1 FROM feeds_newsitem WHERE external_id = ?", (external_id,)).fetchone() is not None
+        return bool(self.query("SELECT 1 FROM feeds_newsitem WHERE external_id = %s", external_id))
+
+    def application_exceptions(self) -> list[str]:
+        """Daphne's `Exception inside application` lines, each with the traceback's last line."""
+        path = self.tmp / "daphne.log"
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        found = []
+        for index, line in enumerate(lines):
+            if "Exception inside application" in line:
+                following = lines[index + 1:index + 40]
+                last = next((f for f in following if f and not f.startswith((" ", "Traceback", "During", "The above"))),
+                            "")
+                found.append(f"{line}\n    -> {last}" if last else line)
+        return found
 
     def login(self, username: str) -> httpx.Client:
         client = httpx.Client(base_url=self.base_url, timeout=10)
@@ -142,12 +163,16 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("stack")
+    with fresh_database("twstack") as database_url:
+        yield from _stack(tmp_path_factory.mktemp("stack"), database_url)
+
+
+def _stack(tmp: Path, database_url: str) -> Iterator[Stack]:
     web_port = free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "project.settings",
-        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+        "DATABASE_URL": database_url,
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "CHANNEL_LAYER_PREFIX": f"twstack-{uuid.uuid4().hex[:8]}",
         "SECRET_KEY": secrets.token_urlsafe(50),
@@ -158,7 +183,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         "FEEDS_WATCH_POLL_SECONDS": "0.5",
         "PYTHONUNBUFFERED": "1",
     }
-    stack = Stack(env=env, tmp=tmp)
+    stack = Stack(env=env, tmp=tmp, database_url=database_url)
     try:
         stack.manage("migrate", "--noinput")
         stack.manage("seed_demo")
@@ -195,3 +220,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
+    # After the processes stopped, so the log is complete; not when set-up failed (its error says more).
+    exceptions = stack.application_exceptions()
+    if exceptions:
+        pytest.fail(f"Daphne logged {len(exceptions)} 'Exception inside application' "
+                    f"(full log: {tmp / 'daphne.log'}):\n" + "\n".join(exceptions), pytrace=False)

@@ -1,5 +1,8 @@
 """The embedded default: one process with server, simulators and workers on SQLite and the
-in-memory layer prints the URL and logins, and every feed's data is stored within 30 s."""
+in-memory layer prints the URL and logins, and every feed's data is stored within 30 s.
+
+This is the suite's SQLite smoke run: everything else runs on PostgreSQL, so the subprocess is given
+its own SQLite DATABASE_URL explicitly and never inherits PostgreSQL from the environment."""
 
 from __future__ import annotations
 

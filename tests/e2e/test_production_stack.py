@@ -175,7 +175,7 @@ def test_trendspottr_alerts_reach_the_owning_team_once_even_when_replayed_at_onc
     assert first["notification_id"] == str(event["data"]["notification_id"])
     assert [r.status_code for r in replies] == [200] * 5
     assert sorted(r.json()["status"] for r in replies) == ["duplicate"] * 4 + ["ok"]
-    assert stack.query("SELECT COUNT(*) FROM feeds_alert WHERE notification_id = ?",
+    assert stack.query("SELECT COUNT(*) FROM feeds_alert WHERE notification_id = %s",
                        str(fresh["data"]["notification_id"])) == [(1,)]
     assert racing["notification_id"] == str(fresh["data"]["notification_id"])
     assert second["notification_id"] == str(again["data"]["notification_id"])  # no second push of the racing one
