@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import logging
 
+from autobahn.exception import Disconnected  # what Daphne's WebSocket protocol raises on a closed socket
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from feeds import metrics
 from feeds.broadcast import FORWARD_TYPE
 from feeds.groups import audience_group, feed_health_group, instrument_group, user_group
 
@@ -35,10 +37,15 @@ def _id_list(value) -> bool:
 
 
 class StreamConsumer(AsyncWebsocketConsumer):
+    # Metrics (feeds/metrics.py): sockets open in this process, and forwarded frames sent or dropped.
+    counted_open = False
+    closing = False
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_active:
             log.warning("websocket refused: not authenticated (client %s)", self.scope.get("client"))
+            metrics.WEBSOCKET_CONNECTIONS.labels("refused").inc()
             await self.close()
             return
         self.user = user
@@ -51,6 +58,23 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(feed_health_group(), self.channel_name)
         await self._apply_audiences()
         await self.accept()
+        self.counted_open = True
+        metrics.WEBSOCKETS_OPEN.inc()
+        metrics.WEBSOCKET_CONNECTIONS.labels("accepted").inc()
+
+    async def close(self, code=None, reason=None) -> None:
+        self.closing = True
+        await super().close(code, reason)
+
+    async def __call__(self, scope, receive, send) -> None:
+        # Here rather than in disconnect(): the gauge comes down however the consumer ends
+        # (disconnect, an exception, cancellation at shutdown).
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.counted_open:
+                self.counted_open = False
+                metrics.WEBSOCKETS_OPEN.dec()
 
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "user"):
@@ -67,12 +91,27 @@ class StreamConsumer(AsyncWebsocketConsumer):
         # stock dispatch first hops to a thread to close stale DB connections; this handler
         # never touches the ORM, so it skips that hop (notes/performance.md, section 4.6).
         if message["type"] == FORWARD_TYPE:
-            await self.send(text_data=message["text"])
+            await self.forward_text(message)
             return
         await super().dispatch(message)
 
     async def forward_text(self, message: dict) -> None:
-        await self.send(text_data=message["text"])
+        if self.closing:  # we closed the socket; the server would discard the frame unseen
+            metrics.SOCKET_SEND_DROPS.labels("closing").inc()
+            return
+        if await self._send_unless_gone(message["text"]):
+            metrics.WEBSOCKET_FRAMES_SENT.inc()
+
+    async def _send_unless_gone(self, text: str) -> bool:
+        """Send a frame; False if the browser had already gone. A broadcast can reach a socket the
+        browser closed a moment ago, before the server has told us: Daphne's WebSocket library then
+        raises on send. That is a drop, counted, not an application error."""
+        try:
+            await self.send(text_data=text)
+        except (Disconnected, ConnectionError):
+            metrics.SOCKET_SEND_DROPS.labels("send_error").inc()
+            return False
+        return True
 
     async def access_revoke(self, message: dict) -> None:
         await self._apply_audiences()
@@ -148,7 +187,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.audiences = allowed
 
     async def _reply(self, content: dict) -> None:
-        await self.send(text_data=json.dumps(content))
+        await self._send_unless_gone(json.dumps(content))
 
     async def _error(self, code: str, detail: str) -> None:
         await self._reply({"type": "error", "error": code, "detail": detail})

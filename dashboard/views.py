@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -80,11 +81,6 @@ def board_snapshot(request: HttpRequest) -> JsonResponse:
 
 
 @require_GET
-def healthz(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("ok\n", content_type="text/plain")
-
-
-@require_GET
 @login_required
 def instrument_page(request: HttpRequest, instrument_id: int) -> HttpResponse:
     instrument = _instrument_or_404(request, instrument_id)
@@ -115,7 +111,9 @@ def health_page(request: HttpRequest) -> HttpResponse:
 def health_data(request: HttpRequest) -> JsonResponse:
     if not (request.user.is_authenticated and request.user.is_staff):
         return JsonResponse({"error": "staff only"}, status=403)
-    return JsonResponse({"feeds": feed_status_list()})
+    now = timezone.now()
+    # server_time lets the page age rows (stale_after) on the server's clock, not the browser's.
+    return JsonResponse({"feeds": feed_status_list(now=now), "server_time": now.isoformat().replace("+00:00", "Z")})
 
 
 @require_GET

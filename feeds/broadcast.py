@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from channels.layers import get_channel_layer
 
+from . import metrics
 from .events import Event
 from .groups import audience_group, feed_health_group, instrument_group, user_group
 
@@ -32,24 +33,40 @@ def event_text(event: Event) -> str:
 
 
 async def publish_events(events: Iterable[Event]) -> int:
-    """Send each resolved event to its instrument's group. Returns how many were sent."""
+    """Send each resolved event to its instrument's group. Returns how many were sent.
+
+    Counted by provider (feeds/metrics.py): each event published, or dropped with its reason; if
+    the layer raises, the event it raised on and every later one count as `layer_error`."""
     layer = get_channel_layer()
-    sent = 0
-    for event in events:
-        # An alert addressed to an audience (a team, a user) goes to that audience only, even when it
-        # concerns an instrument others watch too: a team's own alerts are not everyone's.
-        if getattr(event, "audience", ""):
-            groups = [audience_group(event.audience)]
-        else:
-            groups = [instrument_group(event.instrument_id)] if event.instrument_id is not None else []
-        if not groups:
-            log.debug("not publishing unresolved %s event for %s", event.kind, event.code)
-            continue
-        text = event_text(event)
-        for group in groups:
-            await layer.group_send(group, {"type": FORWARD_TYPE, "text": text})
-        sent += 1
+    pending = list(events)
+    sent = done = 0
+    try:
+        for event in pending:
+            sent += await _publish_one(layer, event)
+            done += 1
+    except Exception:
+        for event in pending[done:]:
+            metrics.EVENTS_DROPPED.labels(event.provider, "layer_error").inc()
+        raise
     return sent
+
+
+async def _publish_one(layer, event: Event) -> int:
+    # An alert addressed to an audience (a team, a user) goes to that audience only, even when it
+    # concerns an instrument others watch too: a team's own alerts are not everyone's.
+    if getattr(event, "audience", ""):
+        groups = [audience_group(event.audience)]
+    else:
+        groups = [instrument_group(event.instrument_id)] if event.instrument_id is not None else []
+    if not groups:
+        log.debug("not publishing unresolved %s event for %s", event.kind, event.code)
+        metrics.EVENTS_DROPPED.labels(event.provider, "no_instrument").inc()
+        return 0
+    text = event_text(event)
+    for group in groups:
+        await layer.group_send(group, {"type": FORWARD_TYPE, "text": text})
+    metrics.EVENTS_PUBLISHED.labels(event.provider).inc()
+    return 1
 
 
 async def publish_revoke(*, user_id: int) -> None:

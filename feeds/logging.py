@@ -1,14 +1,19 @@
 """Keep provider secrets out of every log line.
 
 Secrets are registered when a worker loads its account; the filter replaces them, and any
-`token=`/`api_key=` query value, before a record is formatted by any handler.
+`token=`/`api_key=` query value, before a record is formatted by any handler (the message, and
+the traceback text, which exception messages with URLs in them reach too).
+
+`JsonFormatter` writes one JSON object per line for log shippers (`LOG_FORMAT=json`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
+from datetime import datetime, timezone
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -39,4 +44,45 @@ class RedactSecretsFilter(logging.Filter):
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        # Formatters reuse a cached exc_text: filling it here, redacted, covers every handler.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+_role = ""
+
+
+def set_process_role(role: str) -> None:
+    """Name this process in JSON log lines (e.g. "server", "runfeed:stocknews")."""
+    global _role
+    _role = role
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (ISO-8601, UTC), level, logger, message, the process role
+    and pid, and the traceback as text under `exc_info`. Newlines inside values are escaped by
+    JSON, so a traceback never splits a record across lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        if _role:
+            entry["role"] = _role
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc_info"] = record.exc_text
+        if record.stack_info:
+            entry["stack_info"] = record.stack_info
+        return json.dumps(entry, ensure_ascii=False, default=str)

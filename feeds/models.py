@@ -85,6 +85,7 @@ class ProviderAccount(models.Model):
 class FeedState(models.TextChoices):
     CONNECTING = "connecting"
     CONNECTED = "connected"
+    DEGRADED = "degraded"  # connected, but what arrives cannot be stored (see last_error)
     BACKING_OFF = "backing_off"
     AUTH_FAILED = "auth_failed"
     REFUSED = "refused"  # the provider rejects our request as malformed: a client bug to fix
@@ -102,6 +103,9 @@ class FeedStatus(models.Model):
     last_error = models.TextField(blank=True)
     details = models.JSONField(default=dict, blank=True, help_text="E.g. subscription expiry, stream cursor.")
     updated_at = models.DateTimeField(auto_now=True)
+    # Written by the running worker about every second (any save touches updated_at, so it is
+    # not a sign of life); the health page shows a live state as stale when this stops moving.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "feed statuses"

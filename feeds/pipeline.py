@@ -3,6 +3,9 @@
 Transports `submit()` events as they parse them; a single task drains the queue in batches
 (up to `max_batch` events or `max_delay` seconds, whichever comes first), stores each batch in
 one transaction on a worker thread, then hands the new events to the broadcast module.
+A batch that fails to store is dropped (without a stored copy nothing is published), logged,
+counted (feeds/metrics.py) and reported to the status sink, which shows the feed `degraded`
+until a batch is stored again: a failing database is never silent.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from . import metrics
 from .broadcast import publish_events
 from .events import Event
+from .logging import redact
 from .store import events_store
 
 __all__ = ["Pipeline"]
@@ -37,7 +42,10 @@ class Pipeline:
         max_delay: float = 0.05,
         max_queue: int = 20_000,
         sinks: list[str] | None = None,
+        status=None,
+        provider: str = "unknown",
     ) -> None:
+        """`status`: a feeds.status.StatusSink told when storing fails and recovers."""
         self._store = sync_to_async(store, thread_sensitive=True)
         self._publish = publish
         # Sinks see every new event after it is stored and may return derived events (e.g. fired
@@ -51,10 +59,16 @@ class Pipeline:
         self.stored = 0
         self.published = 0
         self.failed_batches = 0
+        self._status = status
+        self._depth = metrics.PIPELINE_QUEUE_DEPTH.labels(provider)
+        self._stored_total = metrics.EVENTS_STORED.labels(provider)
+        self._store_failures = metrics.STORE_FAILURES.labels(provider)
+        self._dropped_unstored = metrics.EVENTS_DROPPED.labels(provider, "store_failed")
 
     async def submit(self, events: Iterable[Event]) -> None:
         for event in events:
             await self._queue.put(event)
+        self._depth.set(self._queue.qsize())
 
     async def _next_batch(self) -> list[Event]:
         batch = [await self._queue.get()]
@@ -71,6 +85,7 @@ class Pipeline:
                     break
             else:
                 batch.append(self._queue.get_nowait())
+        self._depth.set(self._queue.qsize())
         return batch
 
     async def wait_idle(self) -> None:
@@ -87,12 +102,19 @@ class Pipeline:
     async def _process(self, batch: list[Event]) -> None:
         try:
             new = await self._store(events=batch)
-        except Exception:
+        except Exception as exc:
             # The database is the source of truth: without a stored copy we do not publish.
             self.failed_batches += 1
+            self._store_failures.inc()
+            self._dropped_unstored.inc(len(batch))
             log.exception("could not store a batch of %d events; dropped", len(batch))
+            if self._status is not None:
+                await self._status.store_failed(redact(f"store failed: {type(exc).__name__}: {exc}")[:500])
             return
         self.stored += len(new)
+        self._stored_total.inc(len(new))
+        if self._status is not None:
+            await self._status.store_succeeded()
         for sink in self._sinks:
             try:
                 new = [*new, *await sink(events=new)]
@@ -111,4 +133,5 @@ class Pipeline:
         """Process everything already submitted (used on shutdown)."""
         while not self._queue.empty():
             batch = [self._queue.get_nowait() for _ in range(min(self.max_batch, self._queue.qsize()))]
+            self._depth.set(self._queue.qsize())
             await self.process(batch)

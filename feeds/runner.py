@@ -68,14 +68,15 @@ async def run_feed(provider: str, *, stop: asyncio.Event, feed_kwargs: dict | No
     for field in SECRET_FIELDS:
         register_secret(getattr(account, field))
     status = FeedStatusReporter(
-        account.pk, **({"messages": row.messages, "parse_errors": row.parse_errors, "reconnects": row.reconnects} if row else {})
+        account.pk, provider=provider,
+        **({"messages": row.messages, "parse_errors": row.parse_errors, "reconnects": row.reconnects} if row else {})
     )
     if not account.enabled:
         await status.set_state("disabled")
         log.info("%s: account disabled; nothing to do", provider)
         return 0
 
-    pipeline = Pipeline()
+    pipeline = Pipeline(status=status, provider=provider)
     feed = import_string(FEEDS[provider]).from_account(account, pipeline=pipeline, status=status, **(feed_kwargs or {}))
     helpers = [
         asyncio.create_task(pipeline.run(), name=f"{provider}-pipeline"),

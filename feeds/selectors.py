@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
 
 from . import events as ev
-from django.db.models import Q
 
 from .models import (
     Alert,
@@ -124,30 +128,56 @@ def instrument_detail(*, instrument_id: int, bars: int = 390, samples: int = 500
     }
 
 
-def feed_status_message(row: FeedStatus) -> dict:
-    """One feed's health as JSON primitives (no credentials: only the provider and state)."""
+# States a running worker reports. They hold only while its heartbeat moves: a worker that was
+# killed, hangs, or cannot reach the database leaves one behind. The others are final states a
+# worker writes as it exits (or before it starts), so they stay true without a heartbeat.
+LIVE_STATES = frozenset({"connecting", "connected", "degraded", "backing_off"})
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def feed_status_stale_after(row: FeedStatus) -> datetime | None:
+    """When `row`'s state stops being believable without a newer heartbeat (None: never)."""
+    if row.state not in LIVE_STATES:
+        return None
+    # A row from before heartbeats existed counts from its last write.
+    beat = row.heartbeat_at or row.updated_at
+    return beat + timedelta(seconds=settings.FEEDS_HEARTBEAT_STALE_SECONDS) if beat else None
+
+
+def feed_status_message(row: FeedStatus, *, now: datetime | None = None) -> dict:
+    """One feed's health as JSON primitives (no credentials: only the provider and state).
+
+    `state` is what to show: the worker's own `worker_state`, or `stale` once `stale_after` has
+    passed. The page keeps ageing rows with `stale_after` between pushes."""
+    stale_after = feed_status_stale_after(row)
+    stale = stale_after is not None and (now or timezone.now()) >= stale_after
     return {
-        "provider": row.account.provider, "state": row.state, "messages": row.messages,
+        "provider": row.account.provider, "state": "stale" if stale else row.state, "worker_state": row.state,
+        "heartbeat_at": _iso(row.heartbeat_at), "stale_after": _iso(stale_after), "messages": row.messages,
         "parse_errors": row.parse_errors, "reconnects": row.reconnects, "last_error": row.last_error,
-        "last_message_at": row.last_message_at.isoformat().replace("+00:00", "Z") if row.last_message_at else None,
-        "updated_at": row.updated_at.isoformat().replace("+00:00", "Z") if row.updated_at else None,
+        "last_message_at": _iso(row.last_message_at), "updated_at": _iso(row.updated_at),
         "cursor": row.details.get("cursor") or row.details.get("last_seq_id"),
         "subscription_expires_at": row.details.get("subscription_expires_at"),
         "invalid_codes": row.details.get("invalid_codes") or {},
     }
 
 
-def feed_status_list() -> list[dict]:
+def feed_status_list(*, now: datetime | None = None) -> list[dict]:
     """Every provider account, with its status (accounts that never ran show as stopped)."""
+    now = now or timezone.now()
     rows = []
     for account in ProviderAccount.objects.order_by("provider").select_related("status"):
         status = getattr(account, "status", None)
         if status is None and account.provider == Provider.TRENDSPOTTR:
             rows.append(_webhook_status(account))
             continue
-        rows.append(feed_status_message(status) if status else {
-            "provider": account.provider, "state": "stopped" if account.enabled else "disabled", "messages": 0,
-            "parse_errors": 0, "reconnects": 0, "last_error": "", "last_message_at": None, "updated_at": None,
+        rows.append(feed_status_message(status, now=now) if status else {
+            "provider": account.provider, "state": "stopped" if account.enabled else "disabled",
+            "worker_state": "stopped" if account.enabled else "disabled", "heartbeat_at": None, "stale_after": None,
+            "messages": 0, "parse_errors": 0, "reconnects": 0, "last_error": "", "last_message_at": None, "updated_at": None,
             "cursor": None, "subscription_expires_at": None, "invalid_codes": {}})
     return rows
 
@@ -159,8 +189,8 @@ def _webhook_status(account: ProviderAccount) -> dict:
     failed = deliveries.filter(state=DeliveryState.FAILED).order_by("-received_at").first()
     return {
         "provider": account.provider, "state": "webhook" if account.enabled else "disabled",
+        "worker_state": "webhook" if account.enabled else "disabled", "heartbeat_at": None, "stale_after": None,
         "messages": deliveries.count(), "parse_errors": deliveries.filter(state=DeliveryState.FAILED).count(),
         "reconnects": 0, "last_error": failed.error if failed else "",
-        "last_message_at": last.received_at.isoformat().replace("+00:00", "Z") if last else None,
-        "updated_at": None, "cursor": None, "subscription_expires_at": None, "invalid_codes": {},
+        "last_message_at": _iso(last.received_at) if last else None, "updated_at": None, "cursor": None, "subscription_expires_at": None, "invalid_codes": {},
     }

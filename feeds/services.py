@@ -25,8 +25,10 @@ def feed_status_update(
     reconnects: int,
     last_error: str,
     details: dict[str, Any],
+    heartbeat_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Store a worker's status; returns it as the health page shows it."""
+    """Store a worker's status; returns it as the health page shows it. A running worker
+    passes `heartbeat_at` (now) with every write; None keeps the last one."""
     from .selectors import feed_status_message
 
     row, _ = FeedStatus.objects.update_or_create(
@@ -39,6 +41,7 @@ def feed_status_update(
             "reconnects": reconnects,
             "last_error": last_error[:2000],
             "details": details,
+            **({"heartbeat_at": heartbeat_at} if heartbeat_at else {}),
         },
     )
     return feed_status_message(row)

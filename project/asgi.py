@@ -11,8 +11,17 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from feeds import metrics  # noqa: E402
+from feeds.logging import set_process_role  # noqa: E402
+
+set_process_role("server")
+if settings.METRICS_PORT is not None:
+    # Its own port, on loopback by default: never the public Daphne port, never seen by users.
+    # Once per process, at import (a taken port fails the start: give each server its own).
+    metrics.serve(settings.METRICS_PORT, bind=settings.METRICS_BIND)
 
 application = ProtocolTypeRouter(
     {

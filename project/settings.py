@@ -62,6 +62,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: /healthz and /readyz answer before the SSL redirect and the Host check (see project/health.py).
+    "project.health.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -209,16 +211,28 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 # Webhook bodies and browser posts are small; refuse big ones early.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
 
+# LOG_FORMAT=json: one JSON object per line for log shippers; anything else: plain text.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "feeds.logging.RedactSecretsFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
+    "filters": {
+        "redact": {"()": "feeds.logging.RedactSecretsFilter"},
+        # Counts the messages channels-redis refuses for full channels (it only logs them).
+        "layer_drops": {"()": "feeds.metrics.LayerCapacityDrops", "show_from": LOG_LEVEL},
     },
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "feeds.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "plain",
+                    "filters": ["redact"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        "channels_redis.core": {"level": "INFO", "filters": ["layer_drops"]},
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "websockets": {"level": "WARNING"},
@@ -233,3 +247,14 @@ FEEDS_WATCHED_INSTRUMENTS = "dashboard.selectors.instrument_ids_watched"
 FEEDS_EVENT_SINKS = ["dashboard.alert_rules.alert_rules_evaluate"]
 # How often a feed worker re-reads the watched set to follow watchlist changes.
 FEEDS_WATCH_POLL_SECONDS = float(os.environ.get("FEEDS_WATCH_POLL_SECONDS", "3"))
+# A running worker writes its heartbeat about every second; the health page shows its state as
+# `stale` once the heartbeat is older than this.
+FEEDS_HEARTBEAT_STALE_SECONDS = float(os.environ.get("FEEDS_HEARTBEAT_STALE_SECONDS", "30"))
+
+# Prometheus metrics: each process serves its own on METRICS_PORT (unset: none), bound to
+# METRICS_BIND (loopback by default: for the operator's scraper, never for users). Each process
+# on a machine needs its own port; `runfeed --metrics-port` overrides it per worker.
+METRICS_PORT = int(os.environ["METRICS_PORT"]) if os.environ.get("METRICS_PORT") else None
+METRICS_BIND = os.environ.get("METRICS_BIND", "127.0.0.1")
+# /readyz: how long the database and the channel layer each get to answer.
+READYZ_TIMEOUT_SECONDS = float(os.environ.get("READYZ_TIMEOUT_SECONDS", "1"))

@@ -141,3 +141,72 @@ async def test_single_instruments_are_authorised_like_watchlists():
     await publish_events([news(xom.id, "XOM", "foreign"), news(aapl.id, "AAPL", "own")])
     assert (await communicator.receive_json_from(timeout=5))["event"]["external_id"] == "own"
     await communicator.disconnect()
+
+
+async def _eventually(predicate, *, timeout: float = 5):
+    import asyncio
+
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_open_sockets_and_refusals_are_counted_on_the_metrics_port():
+    from tests.scrape import delta, scrape, value
+
+    *_, session = await sync_to_async(_setup)()
+    before = scrape()
+    refused, connected = await connect(None)
+    assert not connected
+    communicator, connected = await connect(session)
+    assert connected
+    opened = scrape()
+    assert value(opened, "tickerwire_websockets_open") == value(before, "tickerwire_websockets_open") + 1
+    assert delta(before, opened, "tickerwire_websocket_connections_total", result="accepted") == 1
+    assert delta(before, opened, "tickerwire_websocket_connections_total", result="refused") == 1
+    await communicator.disconnect()
+    await _eventually(lambda: value(scrape(), "tickerwire_websockets_open") == value(before, "tickerwire_websockets_open"))
+
+
+async def test_frames_sent_and_frames_dropped_after_close_are_counted():
+    from tests.scrape import delta, scrape
+
+    alice, alpha, beta, session = await sync_to_async(_setup)()
+    aapl = await sync_to_async(lambda: alpha.items.get().instrument)()
+    communicator, _ = await connect(session)
+    await communicator.send_json_to({"type": "watch", "watchlists": [alpha.id]})
+    await communicator.receive_json_from(timeout=5)
+    before = scrape()
+    await publish_events([news(aapl.id, "AAPL", "delivered")])
+    assert (await communicator.receive_json_from(timeout=5))["event"]["external_id"] == "delivered"
+    assert delta(before, scrape(), "tickerwire_websocket_frames_sent_total") == 1
+    # The server closes the socket (oversized frame); an event arriving before the disconnect is
+    # dropped, and counted.
+    await communicator.send_to(text_data="x" * (17 * 1024))
+    await communicator.receive_json_from(timeout=5)
+    assert (await communicator.receive_output(timeout=5))["type"] == "websocket.close"
+    await publish_events([news(aapl.id, "AAPL", "too-late")])
+    await _eventually(lambda: delta(before, scrape(), "tickerwire_socket_send_drops_total", reason="closing") == 1)
+    assert delta(before, scrape(), "tickerwire_websocket_frames_sent_total") == 1
+    await communicator.disconnect()
+
+
+async def test_a_frame_for_a_socket_the_browser_just_closed_is_a_counted_drop_not_an_application_error():
+    """Daphne's WebSocket protocol (autobahn) raises Disconnected when a broadcast reaches a socket the
+    browser closed a moment before the server noticed; it used to escape as 'Exception inside
+    application' (seen in the stack's burst test). The ASGI send here raises exactly that."""
+    from autobahn.exception import Disconnected
+    from prometheus_client import REGISTRY
+
+    from dashboard.consumers import StreamConsumer
+
+    async def closed_protocol(message):
+        raise Disconnected("Attempt to send on a closed protocol")
+
+    consumer = StreamConsumer()
+    consumer.base_send = closed_protocol
+    drops = lambda: REGISTRY.get_sample_value("tickerwire_socket_send_drops_total", {"reason": "send_error"})  # noqa: E731
+    before = drops()
+    await consumer.dispatch({"type": "forward.text", "text": '{"type": "event"}'})
+    await consumer._reply({"type": "pong"})
+    assert drops() == before + 2

@@ -78,6 +78,27 @@ def test_health_data_lists_every_account_for_staff_only(client, teams):
     assert "secret-token-1234" not in client.get("/api/health/").content.decode()
 
 
+def test_health_data_shows_a_silent_worker_as_stale_without_a_push(client, settings):
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from feeds.models import FeedStatus, ProviderAccount
+
+    settings.FEEDS_HEARTBEAT_STALE_SECONDS = 30
+    killed = ProviderAccount.objects.create(provider="stocknews", endpoint="wss://x.example/ws")
+    FeedStatus.objects.create(account=killed, state="connected", heartbeat_at=timezone.now() - timedelta(minutes=2))
+    alive = ProviderAccount.objects.create(provider="insightsentry", endpoint="wss://y.example/ws")
+    FeedStatus.objects.create(account=alive, state="connected", heartbeat_at=timezone.now())
+    client.force_login(get_user_model().objects.create_user("ops", password="pw-ops-123456", is_staff=True))
+    data = client.get("/api/health/").json()
+    feeds = {f["provider"]: f for f in data["feeds"]}
+    assert feeds["stocknews"]["state"] == "stale" and feeds["insightsentry"]["state"] == "connected"
+    # The page turns it stale by itself at that time, on the server's clock.
+    assert datetime.fromisoformat(feeds["insightsentry"]["stale_after"]) > datetime.fromisoformat(data["server_time"])
+
+
 def test_acknowledging_an_alert_of_another_team_is_refused(teams):
     from datetime import datetime, timezone
 

@@ -338,15 +338,12 @@ def test_knowsis_sentiment_on_the_tile_and_a_revoked_alert_on_the_instrument_tim
 
 
 def test_sparkline_flash_and_the_settings_test_notification(browser, stack: Stack):
-    import sqlite3
-
     expect = playwright_api.expect
     [(jpm,)] = stack.query("SELECT id FROM feeds_instrument WHERE symbol = 'JPM'")
-    with sqlite3.connect(stack.tmp / "db.sqlite3", timeout=10) as db:  # two earlier bars: enough for a sparkline
-        for minute, close in ((1, 190.0), (2, 192.5)):
-            db.execute("INSERT OR IGNORE INTO feeds_bar (instrument_id, provider, interval, start, open, high, low, close, volume) "
-                       "VALUES (?, 'insightsentry', '1m', ?, ?, ?, ?, ?, 100)",
-                       (jpm, f"2026-01-02 10:0{minute}:00", close, close, close, close))
+    for minute, close in ((1, 190.0), (2, 192.5)):  # two earlier bars: enough for a sparkline
+        stack.query("INSERT INTO feeds_bar (instrument_id, provider, interval, start, open, high, low, close, volume) "
+                    "VALUES (%s, 'insightsentry', '1m', %s, %s, %s, %s, %s, 100) ON CONFLICT DO NOTHING",
+                    jpm, f"2026-01-02 10:0{minute}:00+00", close, close, close, close)
     carol = logged_in_board(browser, stack, "carol", record_notifications=True)
     spark = carol.locator('[data-symbol="JPM"] .sparkline')
     expect(spark).to_be_visible(timeout=15_000)
@@ -403,3 +400,22 @@ def test_board_reconnects_and_resyncs_what_it_missed(browser, stack: Stack):
     expect(alice.locator("#conn-status")).to_have_attribute("data-state", "live", timeout=40_000)
     row = alice.locator('[data-symbol="MSFT"]').first
     expect(row.locator(".news-headline", has_text="Missed while the server was down")).to_be_visible(timeout=15_000)
+
+
+def test_a_silent_worker_turns_stale_on_the_health_page_without_a_push(browser, stack: Stack):
+    """What a killed worker leaves: a `connected` row whose heartbeat stops. TrendSpottr runs no
+    worker here, so nothing pushes or rewrites its row: the page must age it by itself."""
+    expect = playwright_api.expect
+    account = "(SELECT id FROM feeds_provideraccount WHERE provider = 'trendspottr')"
+    stack.query("INSERT INTO feeds_feedstatus (account_id, state, messages, parse_errors, reconnects, last_error, "
+                f"details, updated_at, heartbeat_at) SELECT {account}, 'connected', 0, 0, 0, '', '{{}}', now(), "
+                "now() - interval '15 seconds'")  # FEEDS_HEARTBEAT_STALE_SECONDS is 30: stale in 15 s
+    try:
+        admin = logged_in_board(browser, stack, "admin")
+        admin.goto(f"{stack.base_url}/health/")
+        state = admin.locator('tr[data-provider="trendspottr"] .feed-state')
+        expect(state).to_have_text("connected", timeout=10_000)
+        expect(state).to_have_text("stale", timeout=30_000)
+        expect(admin.locator('tr[data-provider="trendspottr"]')).to_have_attribute("data-state", "stale")
+    finally:
+        stack.query(f"DELETE FROM feeds_feedstatus WHERE account_id = {account}")

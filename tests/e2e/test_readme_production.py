@@ -169,12 +169,12 @@ def test_the_setup_installs_exactly_the_runtime_lock(release: Release):
 
 def test_every_process_comes_up_and_every_feed_connects(release: Release):
     def ready() -> bool:
-        try:
-            return httpx.get(f"{release.base_url}/healthz", timeout=1).status_code == 200
+        try:  # as a load balancer probes: plain HTTP, the database and Redis must answer
+            return httpx.get(f"{release.base_url}/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
-    wait_until(ready, timeout=30, what="Daphne to answer /healthz")
+    wait_until(ready, timeout=30, what="Daphne to answer /readyz")
 
     def connected() -> set[str]:
         rows = release.query("SELECT a.provider FROM feeds_feedstatus s JOIN feeds_provideraccount a "

@@ -74,3 +74,24 @@ async def test_disabled_account_is_reported_and_not_connected():
         assert await run_feed("stocknews", stop=asyncio.Event()) == 0
     assert (await sync_to_async(FeedStatus.objects.get)()).state == "disabled"
     assert sim.connection_attempts == 0
+
+
+async def test_an_idle_worker_keeps_its_heartbeat_moving_and_stops_as_stopped(settings):
+    from datetime import timedelta
+
+    from feeds.selectors import feed_status_message
+
+    async with StockNewsSimulator([TOKEN], news_interval=None) as sim:
+        await sync_to_async(setup)(f"ws://127.0.0.1:{sim.port}/ws")
+        stop = asyncio.Event()
+        worker = asyncio.create_task(run_feed("stocknews", stop=stop))
+        first = (await wait_for_state("connected")).heartbeat_at
+        async with asyncio.timeout(5):  # nothing arrives, yet the heartbeat moves (about every second)
+            while (await sync_to_async(FeedStatus.objects.get)()).heartbeat_at <= first:
+                await asyncio.sleep(0.05)
+        stop.set()
+        assert await asyncio.wait_for(worker, 5) == 0
+    row = await sync_to_async(FeedStatus.objects.select_related("account").get)()
+    # Stopped on purpose: it stays "stopped" however old its last heartbeat gets.
+    later = row.heartbeat_at + timedelta(seconds=settings.FEEDS_HEARTBEAT_STALE_SECONDS * 10)
+    assert feed_status_message(row, now=later)["state"] == "stopped"

@@ -1,12 +1,19 @@
-"""`manage.py runfeed <provider>`: one feed worker. SIGTERM/SIGINT stop it within seconds."""
+"""`manage.py runfeed <provider>`: one feed worker. SIGTERM/SIGINT stop it within seconds.
+
+With METRICS_PORT set (or `--metrics-port`), the worker serves its Prometheus metrics on that
+port, bound to METRICS_BIND (loopback by default). Each worker on a machine needs its own port.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from feeds import metrics
+from feeds.logging import set_process_role
 from feeds.providers import FEEDS
 from feeds.runner import run_feed
 
@@ -16,8 +23,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("provider", choices=sorted(FEEDS))
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="Serve Prometheus metrics on this port (default: METRICS_PORT; unset: none).")
+        parser.add_argument("--metrics-bind", default=None,
+                            help="Address for the metrics port (default: METRICS_BIND, 127.0.0.1).")
 
-    def handle(self, *args, provider: str, **options) -> None:
+    def handle(self, *args, provider: str, metrics_port: int | None = None, metrics_bind: str | None = None,
+               **options) -> None:
+        set_process_role(f"runfeed:{provider}")
+        port = metrics_port if metrics_port is not None else settings.METRICS_PORT
+        if port is not None:
+            try:
+                metrics.serve(port, bind=metrics_bind or settings.METRICS_BIND)
+            except OSError as exc:
+                raise CommandError(f"cannot serve metrics on port {port}: {exc}") from exc
         code = asyncio.run(self._main(provider))
         if code:
             raise CommandError(f"{provider} feed stopped (exit code {code}); see the log and FeedStatus", returncode=code)

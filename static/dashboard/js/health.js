@@ -1,6 +1,9 @@
 /*
  * Feed health (staff): one row per provider account, updated live from the workers' status
  * messages. Messages per minute are derived from the message counter over the last minute.
+ * A live state turns "stale" when its worker's heartbeat stops: the server says when
+ * (`stale_after`), and the page applies it on its own timer, on the server's clock, since a
+ * dead worker pushes nothing.
  */
 "use strict";
 (() => {
@@ -8,6 +11,11 @@
   if (!root) return;
   const feeds = new Map(); // provider -> status
   const history = new Map(); // provider -> [[time, messages], ...] over the last minute
+  let clockOffset = 0; // server time minus browser time, from the last snapshot
+
+  function shownState(f) {
+    return f.stale_after && Date.now() + clockOffset >= Date.parse(f.stale_after) ? "stale" : f.state;
+  }
 
   function ago(iso) {
     if (!iso) return "never";
@@ -33,11 +41,12 @@
   function render() {
     document.getElementById("feeds").replaceChildren(...[...feeds.values()].map((f) => {
       const tr = document.createElement("tr");
+      const state = shownState(f);
       tr.setAttribute("data-provider", f.provider);
-      tr.setAttribute("data-state", f.state);
+      tr.setAttribute("data-state", state);
       const where = [f.cursor ? "cursor " + f.cursor : "", f.subscription_expires_at ? "expires " + f.subscription_expires_at : "",
         Object.keys(f.invalid_codes || {}).length ? "invalid: " + Object.keys(f.invalid_codes).join(", ") : ""].filter(Boolean).join(" · ");
-      tr.append(cell(f.provider), cell(f.state.replace("_", " "), "feed-state"), cell(ago(f.last_message_at)),
+      tr.append(cell(f.provider), cell(state.replace("_", " "), "feed-state"), cell(ago(f.last_message_at)),
         cell(rate(f.provider), "feed-rate"), cell(String(f.messages), "feed-messages"), cell(String(f.reconnects)),
         cell(String(f.parse_errors)), cell(where || "—"), cell(f.last_error || "—", "feed-error"));
       return tr;
@@ -56,10 +65,12 @@
     onOpen: async () => {
       const res = await fetch(root.dataset.dataUrl, { credentials: "same-origin" });
       if (!res.ok) throw new Error("health HTTP " + res.status);
-      for (const status of (await res.json()).feeds) apply(status);
+      const data = await res.json();
+      if (data.server_time) clockOffset = Date.parse(data.server_time) - Date.now();
+      for (const status of data.feeds) apply(status);
       render();
     },
     onMessage: (msg) => { if (msg.type === "feed_status") { apply(msg.status); render(); } },
   });
-  setInterval(render, 5000); // "last message" ages even when nothing arrives
+  setInterval(render, 5000); // "last message" ages, and silent workers turn stale, with no push
 })();
