@@ -30,6 +30,9 @@ class WatchlistAdmin(admin.ModelAdmin):
     inlines = [WatchlistItemInline]
 
 
+# Removing a member (here, in the Team page's inline, or by the bulk delete action), changing a role,
+# and deactivating a user or setting a password on the auth admin's pages all reach that user's open
+# sockets within a second: the rows' signals call the access services (dashboard/receivers.py).
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
     list_display = ["user", "team", "role"]

@@ -6,3 +6,4 @@ class DashboardConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from . import receivers  # noqa: F401  (access follows membership: dashboard/receivers.py)

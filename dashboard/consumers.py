@@ -6,7 +6,11 @@ Protocol (JSON text frames):
     server  -> {"type": "watching", "watchlists": [...], "instruments": [...]}
     server  -> {"type": "event", "event": {...}}         built once by feeds.broadcast
     server  -> {"type": "error", "error": code, "detail": text}
-    server  -> {"type": "revoked"}                        access changed: resync
+    server  -> {"type": "revoked", "reason": text}        access changed: resync, show the reason
+    server  -> {"type": "access_ended", "code": n, "reason": text}   then close with that code:
+               4401 the session ended (logout, expiry, password changed), 4403 account deactivated.
+               The browser must not reconnect blindly after these (the reason is in the frame as
+               well as the close: Daphne 4.2 drops close reasons).
 """
 
 from __future__ import annotations
@@ -22,13 +26,21 @@ from feeds import metrics
 from feeds.broadcast import FORWARD_TYPE
 from feeds.groups import audience_group, feed_health_group, instrument_group, user_group
 
-from .selectors import audiences_for_user, watch_request_authorise
+from .selectors import audiences_for_user, session_digest, session_user_get, watch_request_authorise
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024
 MAX_WATCHLISTS = 200
 CLOSE_TOO_BIG = 1009
+# Why a socket is closed for auth reasons (session_user_get's answers): the close code, and the text the
+# page shows. 44xx: "like HTTP 401/403", in the range RFC 6455 leaves to applications.
+CLOSE_SESSION_ENDED, CLOSE_DEACTIVATED = 4401, 4403
+ACCESS_ENDED = {
+    "signed_out": (CLOSE_SESSION_ENDED, "Signed out."),
+    "password_changed": (CLOSE_SESSION_ENDED, "Signed out: the password was changed."),
+    "deactivated": (CLOSE_DEACTIVATED, "Your access changed: this account was deactivated."),
+}
 
 
 def _id_list(value) -> bool:
@@ -49,12 +61,17 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         self.user = user
+        # Re-validated on every revoke and ping: an open socket must not outlive its session.
+        session = self.scope.get("session")
+        self.session_key = getattr(session, "session_key", None) or ""
+        self.session_digest = session_digest(session_key=self.session_key)
+        self.staff = user.is_staff
         self.watchlists: set[int] = set()
         self.singles: set[int] = set()  # instruments watched one by one (the instrument page)
         self.instruments: set[int] = set()
         self.audiences: set[str] = set()
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
-        if user.is_staff:  # the feed health page (staff only) listens on the same socket
+        if self.staff:  # the feed health page (staff only) listens on the same socket
             await self.channel_layer.group_add(feed_health_group(), self.channel_name)
         await self._apply_audiences()
         await self.accept()
@@ -77,14 +94,17 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 metrics.WEBSOCKETS_OPEN.dec()
 
     async def disconnect(self, code: int) -> None:
-        if not hasattr(self, "user"):
-            return
+        if hasattr(self, "user"):
+            await self._leave_all_groups()
+
+    async def _leave_all_groups(self) -> None:
         for instrument_id in self.instruments:
             await self.channel_layer.group_discard(instrument_group(instrument_id), self.channel_name)
         for audience in self.audiences:
             await self.channel_layer.group_discard(audience_group(audience), self.channel_name)
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
         await self.channel_layer.group_discard(feed_health_group(), self.channel_name)
+        self.instruments, self.audiences = set(), set()
 
     async def dispatch(self, message: dict) -> None:
         # Hot path: a broadcast event is forwarded as the text it was built as. Channels'
@@ -114,12 +134,42 @@ class StreamConsumer(AsyncWebsocketConsumer):
         return True
 
     async def access_revoke(self, message: dict) -> None:
+        """The user's access changed (dashboard.services.user_access_revoke): re-validate, then resync."""
+        if self.closing:
+            return
+        ended = message.get("ended_session") or ""
+        if await self._recheck(session_ended=bool(ended) and ended == self.session_digest):
+            await self._reply({"type": "revoked", "reason": message.get("reason") or ""})
+
+    async def _recheck(self, *, session_ended: bool = False) -> bool:
+        """Close the socket if its session no longer logs the user in; else make its groups match
+        what the user may see now. False if closed."""
+        user, why = (None, "signed_out") if session_ended else await database_sync_to_async(session_user_get)(
+            session_key=self.session_key, user_id=self.user.pk)
+        if user is None:
+            await self._end_access(why)
+            return False
+        self.user = user  # fresh: is_staff, is_active as they are now
+        if self.staff != user.is_staff:
+            change = self.channel_layer.group_add if user.is_staff else self.channel_layer.group_discard
+            await change(feed_health_group(), self.channel_name)
+            self.staff = user.is_staff
         await self._apply_audiences()
         await self._apply_watch(self.watchlists, self.singles)
-        await self._reply({"type": "revoked"})
+        return True
+
+    async def _end_access(self, why: str) -> None:
+        """Leave every group first (nothing more reaches this socket), say why, then close."""
+        code, reason = ACCESS_ENDED[why]
+        log.info("websocket user %s closed: %s", self.user.pk, why)
+        await self._leave_all_groups()
+        await self._reply({"type": "access_ended", "code": code, "reason": reason})
+        await self.close(code=code, reason=reason)
 
     # -- browser messages -----------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:  # e.g. a watch request racing our close for an ended session: not answered
+            return
         if text_data is None:
             await self._error("bad_request", "send JSON text frames")
             return
@@ -143,9 +193,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await handler(content)
 
     async def _receive_ping(self, content: dict) -> None:
-        # Memberships are re-checked on every message, not only on watch requests.
-        await self._apply_watch(self.watchlists, self.singles)
-        await self._reply({"type": "pong"})
+        # The session and memberships are re-checked on every ping too: the fallback for a revoke lost
+        # on the layer, and how an expired session ends.
+        if await self._recheck():
+            await self._reply({"type": "pong"})
 
     async def _receive_watch(self, content: dict) -> None:
         lists, singles = content.get("watchlists", []), content.get("instruments", [])

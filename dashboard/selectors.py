@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from feeds.groups import team_audience, user_audience
@@ -90,6 +92,40 @@ def board_snapshot_for_user(*, user: AbstractBaseUser) -> dict:
             for wl in watchlists
         ]
     }
+
+
+def session_digest(*, session_key: str) -> str:
+    """A session key as it may travel on the channel layer: hashed, never the key itself."""
+    return hashlib.sha256(session_key.encode()).hexdigest() if session_key else ""
+
+
+def session_user_get(*, session_key: str | None, user_id: int):
+    """Re-validate, now, the session a socket was opened with: `(user, "")` while it still logs
+    `user_id` in, else `(None, why)`, why being "signed_out", "deactivated" or "password_changed".
+
+    The checks are django.contrib.auth.get_user's, done against a fresh load of the session row
+    (the socket's scope holds the copy read at connect): the session still exists and names this
+    user and an allowed backend, the user exists and is active, and the session's auth hash still
+    matches the password (HASH_SESSION_KEY; a password change ends every other session). Unlike
+    get_user it neither flushes nor rotates the session: it only reads.
+    """
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.utils.crypto import constant_time_compare
+
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load() if session_key else {}
+    if str(data.get(SESSION_KEY)) != str(user_id) or data.get(BACKEND_SESSION_KEY) not in settings.AUTHENTICATION_BACKENDS:
+        return None, "signed_out"  # logged out, expired, flushed, or another user's session now
+    user = get_user_model()._default_manager.filter(pk=user_id).first()
+    if user is None or not getattr(user, "is_active", True):
+        return None, "deactivated"
+    stored = data.get(HASH_SESSION_KEY) or ""
+    hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    if not (stored and any(constant_time_compare(stored, h) for h in hashes)):
+        return None, "password_changed"
+    return user, ""
 
 
 def instrument_search(*, query: str, limit: int = 20) -> list[dict]:

@@ -7,12 +7,13 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
-from feeds.broadcast import publish_audience_notice
+from feeds.broadcast import publish_audience_notice, publish_revoke
 from feeds.groups import team_audience
 
 from feeds.models import Instrument
 
 from .models import AlertAcknowledgement, AlertRule, Membership, Role, Team, Watchlist, WatchlistItem
+from .selectors import session_digest
 
 EDIT_ROLES = (Role.OWNER, Role.EDITOR)
 
@@ -47,6 +48,65 @@ def watchlist_remove_instrument(*, watchlist: Watchlist, instrument: Instrument,
     _require_editor(user=by, watchlist=watchlist)
     WatchlistItem.objects.filter(watchlist=watchlist, instrument=instrument).delete()
     _notify_team(watchlist)
+
+
+# -- access: what a user's open sockets may still receive ----------------------------------------
+
+def user_access_revoke(*, user_id: int, reason: str = "", ended_session_key: str = "") -> None:
+    """After the current transaction commits (at once outside one), tell every open socket of the user
+    to re-validate its session and re-authorise its groups (dashboard/consumers.py `access_revoke`).
+
+    `reason` is shown on the user's boards. `ended_session_key` names a session that has ended even
+    if its row is still there: Django sends `user_logged_out` before it flushes the session. Robust:
+    a channel layer outage must not fail a logout or an admin save; the sockets' ping re-check
+    (every 25 s) is the fallback for a lost revoke.
+    """
+    ended = session_digest(session_key=ended_session_key)
+    transaction.on_commit(
+        lambda: async_to_sync(publish_revoke)(user_id=user_id, reason=reason[:200], ended_session=ended), robust=True)
+
+
+MEMBERSHIP_CHANGE_REASONS = {
+    "added": "Your access changed: you joined {team}.",
+    "role": "Your access changed: your role in {team} is now {role}.",
+    "removed": "Your access changed: you are no longer a member of {team}.",
+}
+
+
+def membership_change_publish(*, membership: Membership, change: str) -> None:
+    """A membership was added, changed role or removed (by any door: these services, the admin and
+    its inlines, a cascade, the shell): the member's sockets re-check what they may see."""
+    team = Team.objects.filter(pk=membership.team_id).values_list("name", flat=True).first() or "a team"
+    reason = MEMBERSHIP_CHANGE_REASONS[change].format(team=team, role=membership.role)
+    user_access_revoke(user_id=membership.user_id, reason=reason)
+
+
+def _require_membership_manager(*, by, team: Team) -> None:
+    is_owner = Membership.objects.filter(user=by, team=team, role=Role.OWNER).exists()
+    if not (is_owner or by.has_perm("dashboard.change_membership")):
+        raise PermissionDenied("Only the team's owners (or an admin) change who is in it.")
+
+
+@transaction.atomic
+def membership_remove(*, team: Team, user, by) -> None:
+    """Take `user` out of `team`. Their open sockets leave the team's instrument and alert groups
+    within a second of the commit: the Membership receiver (dashboard/receivers.py) publishes the
+    revoke through membership_change_publish, as for every other way a membership row goes."""
+    _require_membership_manager(by=by, team=team)
+    Membership.objects.filter(team=team, user=user).delete()
+
+
+@transaction.atomic
+def membership_role_set(*, team: Team, user, role: str, by) -> Membership:
+    """Change a member's role; lowered to viewer, their boards lose the edit controls at once
+    (published after commit, as for membership_remove)."""
+    role = Role(role)  # ValueError for a role that does not exist
+    _require_membership_manager(by=by, team=team)
+    membership = Membership.objects.select_for_update().get(team=team, user=user)
+    if membership.role != role:
+        membership.role = role
+        membership.save(update_fields=["role"])
+    return membership
 
 
 def alert_rule_create(*, by, scope: Watchlist | Instrument, personal: bool, **fields) -> AlertRule:

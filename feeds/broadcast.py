@@ -69,9 +69,13 @@ async def _publish_one(layer, event: Event) -> int:
     return 1
 
 
-async def publish_revoke(*, user_id: int) -> None:
-    """Tell every open socket of `user_id` to re-check what it may watch (membership changed)."""
-    await get_channel_layer().group_send(user_group(user_id), {"type": REVOKE_TYPE})
+async def publish_revoke(*, user_id: int, reason: str = "", ended_session: str = "") -> None:
+    """Tell every open socket of `user_id` to re-check its session and what it may watch.
+
+    `reason` is shown to the user; `ended_session` (a digest, never a session key) names a session
+    whose sockets close whatever the database says yet (logout signals before it flushes)."""
+    await get_channel_layer().group_send(
+        user_group(user_id), {"type": REVOKE_TYPE, "reason": reason, "ended_session": ended_session})
 
 
 async def publish_feed_status(status: dict) -> None:

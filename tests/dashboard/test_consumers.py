@@ -117,9 +117,9 @@ async def test_membership_removed_stops_delivery_after_revoke():
     communicator, _ = await connect(session)
     await communicator.send_json_to({"type": "watch", "watchlists": [alpha.id]})
     await communicator.receive_json_from(timeout=5)
-    await sync_to_async(Membership.objects.filter(user=alice).delete)()
-    await publish_revoke(user_id=alice.pk)
-    assert await communicator.receive_json_from(timeout=5) == {"type": "revoked"}
+    await sync_to_async(Membership.objects.filter(user=alice).delete)()  # publishes the revoke (receivers)
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "revoked", "reason": "Your access changed: you are no longer a member of Alpha."}
     await communicator.send_json_to({"type": "watch", "watchlists": [alpha.id]})
     assert (await communicator.receive_json_from(timeout=5))["error"] == "forbidden"
     assert (await communicator.receive_json_from(timeout=5))["instruments"] == []
@@ -127,7 +127,7 @@ async def test_membership_removed_stops_delivery_after_revoke():
     # in the instrument group, the event would arrive first.
     await publish_events([news(aapl.id, "AAPL", "after-revoke")])
     await publish_revoke(user_id=alice.pk)
-    assert await communicator.receive_json_from(timeout=5) == {"type": "revoked"}
+    assert await communicator.receive_json_from(timeout=5) == {"type": "revoked", "reason": ""}
     await communicator.disconnect()
 
 

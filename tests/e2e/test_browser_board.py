@@ -419,3 +419,43 @@ def test_a_silent_worker_turns_stale_on_the_health_page_without_a_push(browser, 
         expect(admin.locator('tr[data-provider="trendspottr"]')).to_have_attribute("data-state", "stale")
     finally:
         stack.query(f"DELETE FROM feeds_feedstatus WHERE account_id = {account}")
+
+
+WEBSOCKET_COUNTER = """
+window.__sockets = 0;
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket { constructor(...a) { super(...a); window.__sockets++; } };
+"""
+
+
+def test_the_board_says_why_when_its_user_is_removed_then_deactivated_and_stops_reconnecting(browser, stack: Stack):
+    expect = playwright_api.expect
+    stack.manage("shell", "-c", "from django.contrib.auth import get_user_model; from dashboard.models import *; "
+                 "u = get_user_model().objects.create_user('erin', password='tickerwire-demo'); "
+                 "Membership.objects.create(user=u, team=Team.objects.get(name='Alpha Desk'), role='editor')")
+    context = browser.new_context()
+    context.add_init_script(WEBSOCKET_COUNTER)
+    erin = context.new_page()
+    erin.goto(f"{stack.base_url}/login/")
+    erin.fill("#id_username", "erin")
+    erin.fill("#id_password", PASSWORD)
+    erin.click("button[type=submit]")
+    expect(erin.locator('[data-symbol="AAPL"]').first).to_be_visible(timeout=15_000)
+    expect(erin.locator("#conn-status")).to_have_attribute("data-state", "live")
+    # The team's owner takes erin off the team (the service, as any door would), then the admin
+    # deactivates the account: each reaches the open board within a second or so, with the reason.
+    stack.manage("shell", "-c", "from django.contrib.auth import get_user_model; from dashboard.models import Team; "
+                 "from dashboard.services import membership_remove; U = get_user_model(); "
+                 "membership_remove(team=Team.objects.get(name='Alpha Desk'), user=U.objects.get(username='erin'), "
+                 "by=U.objects.get(username='alice'))")
+    note = erin.locator("#access-note")
+    expect(note).to_have_text("Your access changed: you are no longer a member of Alpha Desk.", timeout=5_000)
+    expect(erin.locator('[data-symbol="AAPL"]')).to_have_count(0)
+    expect(erin.locator("#empty-state")).to_be_visible()
+    stack.manage("shell", "-c", "from django.contrib.auth import get_user_model; "
+                 "u = get_user_model().objects.get(username='erin'); u.is_active = False; u.save()")
+    expect(note).to_contain_text("Your access changed: this account was deactivated.", timeout=5_000)
+    expect(note.locator("a.access-login")).to_have_attribute("href", "/login/?next=%2F", timeout=5_000)
+    expect(erin.locator("#conn-status")).to_have_attribute("data-state", "ended")
+    assert erin.evaluate("window.__sockets") == 1  # no reconnect loop after a close for an auth reason
+    context.close()

@@ -3,7 +3,9 @@
  * snapshot, merge it into the in-memory model (DOM rebuilt only if the watchlist structure changed),
  * then send {"type":"watch"}. Messages dispatch via MESSAGE_HANDLERS (by type) and EVENT_HANDLERS
  * (by event kind); handlers update the model and mark rows dirty; one requestAnimationFrame renders
- * the dirty rows. On close: "Reconnecting…", retry with full-jitter exponential backoff.
+ * the dirty rows. On close: "Reconnecting…", retry with full-jitter exponential backoff; except a close
+ * for an auth reason (44xx: signed out, password changed, account deactivated), which is never retried
+ * blindly: the board says why, with a link to log in (dashboard/consumers.py ACCESS_ENDED).
  * Security: provider strings reach the DOM only via textContent / setAttribute (safe attributes).
  */
 "use strict";
@@ -12,16 +14,18 @@
   if (!board) return;
   const $ = (id) => document.getElementById(id);
   const statusEl = $("conn-status"), listsEl = $("watchlists"), emptyEl = $("empty-state"), noteEl = $("board-note");
+  const accessEl = $("access-note");
   const { snapshotUrl, wsPath } = board.dataset;
   const loginUrl = board.dataset.loginUrl || "/login/";
   const MAX_NEWS = 5, PING_MS = 25000, STABLE_MS = 30000, MAX_BACKOFF_MS = 30000, FLASH_MS = 600;
-  const STATUS_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" };
+  const STATUS_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", ended: "Disconnected" };
 
   const model = new Map(); // instrument id -> {quote, news[]}
   const rows = new Map(); // instrument id -> [row parts]; an instrument may sit in several watchlists
   const dirty = new Set();
   let watchlistIds = [], structureKey = null, frameScheduled = false;
   let socket = null, attempt = 0, stopped = false, lastSeen = 0, pingTimer, stableTimer, retryTimer;
+  let endedReason = "", authCloses = 0;
 
   /* ---------- DOM helpers ---------- */
   function el(tag, cls, text) {
@@ -369,7 +373,11 @@
       if (handler && handler(ev)) markDirty(ev.instrument_id);
     },
     error: (msg) => console.warn("server error:", msg.error, msg.detail),
-    revoked: () => resync(false), // access changed: a fresh snapshot, then watch again
+    revoked: (msg) => { // access changed: say why, then a fresh snapshot and watch again
+      if (msg.reason) showAccess(String(msg.reason));
+      resync(false);
+    },
+    access_ended: (msg) => { endedReason = String(msg.reason || ""); }, // the close follows
     watchlist_changed: () => resync(false), // a teammate added or removed an instrument
     pong: () => {},
   };
@@ -407,11 +415,44 @@
     resync(true);
   }
 
-  function onClose(opened) {
+  /* ---------- access changes ---------- */
+  function showAccess(text, withLogin) {
+    const parts = [el("span", "access-reason", text)];
+    if (withLogin) {
+      const link = el("a", "access-login", "Log in again");
+      link.setAttribute("href", loginUrl + "?next=" + encodeURIComponent(location.pathname + location.search));
+      parts.push(" ", link);
+    }
+    accessEl.replaceChildren(...parts);
+    accessEl.hidden = false;
+  }
+
+  // A 44xx close: this socket's session no longer logs in. If the browser still has a session (it
+  // changed its own password, so Django rotated its key), reconnect; otherwise stop and say why. The
+  // probe waits a second so the response carrying the new session cookie can land first.
+  const AUTH_PROBE_DELAY_MS = 1000, MAX_AUTH_CLOSES = 3;
+  function onAccessEnded(code, reason) {
+    stopped = true;
+    setStatus("ended");
+    const why = reason || (code === 4403 ? "Your access changed: this account was deactivated." : "Signed out.");
+    const giveUp = () => showAccess(why, true);
+    if (++authCloses > MAX_AUTH_CLOSES) return giveUp();
+    setTimeout(() => fetch(location.pathname + location.search,
+      { credentials: "same-origin", redirect: "manual", cache: "no-store" })
+      .then((res) => { if (!res.ok) return giveUp(); stopped = false; setStatus("reconnecting"); connect(); }, giveUp),
+    AUTH_PROBE_DELAY_MS);
+  }
+
+  function onClose(opened, event) {
     socket = null;
     clearInterval(pingTimer);
     clearTimeout(stableTimer);
     if (stopped) return;
+    if (event && event.code >= 4400 && event.code < 4500) {
+      onAccessEnded(event.code, endedReason || event.reason);
+      endedReason = "";
+      return;
+    }
     setStatus("reconnecting");
     if (!opened) refreshSnapshot(true).catch(() => {}); // handshake refused: session expired? (-> login)
     if (retryTimer) return;
@@ -428,7 +469,7 @@
     sock.addEventListener("open", mine(() => { opened = true; onOpen(sock); }));
     sock.addEventListener("message", mine(onMessage));
     sock.addEventListener("error", mine(() => setStatus("reconnecting")));
-    sock.addEventListener("close", mine(() => onClose(opened)));
+    sock.addEventListener("close", mine((e) => onClose(opened, e)));
   }
 
   // Relative news times age: re-check every row twice a minute (batched; unchanged lists are kept).
