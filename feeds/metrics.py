@@ -48,11 +48,12 @@ EVENTS_PUBLISHED = Counter(
     "tickerwire_events_published", "Events handed to the channel layer for browsers.", ["provider"])
 EVENTS_DROPPED = Counter(
     "tickerwire_events_dropped",
-    "Events that did not reach browsers: store_failed (batch not stored, so not published), "
+    "Events that did not reach browsers: store_failed (a frame the database rejected: not stored, not published), "
     "layer_error (group_send raised), no_instrument (stored, but no instrument to publish to).",
     ["provider", "reason"])
 STORE_FAILURES = Counter(
-    "tickerwire_store_failures", "Batches whose store raised (their events are dropped).", ["provider"])
+    "tickerwire_store_failures",
+    "Attempts to store a batch that raised (a lost connection is retried; see events_dropped).", ["provider"])
 PIPELINE_QUEUE_DEPTH = Gauge(
     "tickerwire_pipeline_queue_depth", "Events waiting in the pipeline to be stored.", ["provider"])
 

@@ -1,11 +1,20 @@
 """Events from a feed: batch, dedupe and persist, then publish what was new.
 
-Transports `submit()` events as they parse them; a single task drains the queue in batches
-(up to `max_batch` events or `max_delay` seconds, whichever comes first), stores each batch in
-one transaction on a worker thread, then hands the new events to the broadcast module.
-A batch that fails to store is dropped (without a stored copy nothing is published), logged,
-counted (feeds/metrics.py) and reported to the status sink, which shows the feed `degraded`
-until a batch is stored again: a failing database is never silent.
+Transports `submit()` each frame's events as one unit; a single task drains the queue in
+batches of whole units (up to `max_batch` events or `max_delay` seconds, whichever comes
+first), stores each batch in one transaction on a worker thread, then hands the new events to
+the broadcast module. A unit is never split across batches: one StockTwits message naming
+several symbols is several events, and a stream cursor committed with only some of them would
+let a restart resume past the rest (feeds/store.py commits the cursor with the batch).
+
+A batch that fails to store is retried, not dropped. Before every attempt a broken database
+connection is replaced (feeds/db.py). A lost connection or an unreachable database is retried
+with backoff, `store_attempts` times in all; then `run()` raises `StoreUnavailable` and the
+worker exits non-zero, for its supervisor to restart it: a resumable stream (StockTwits) then
+resumes from the cursor committed with the last stored batch, so nothing is skipped. An error
+that comes from the data (integrity, a bug) would fail again: the batch is stored one unit per
+transaction, and only the units that still fail are dropped, logged and counted. While a batch
+is failing the status sink shows the feed `degraded`; a stored batch clears it.
 """
 
 from __future__ import annotations
@@ -19,17 +28,37 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from . import metrics
+from .backoff import Backoff
 from .broadcast import publish_events
+from .db import TRANSIENT_ERRORS, close_broken_connections
 from .events import Event
 from .logging import redact
 from .store import events_store
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "StoreUnavailable"]
 
 log = logging.getLogger(__name__)
 
 Store = Callable[..., list[Event]]
 Publish = Callable[[Iterable[Event]], Awaitable[int]]
+Unit = list[Event]  # one frame's events: stored in one transaction, never split
+
+
+class StoreUnavailable(RuntimeError):
+    """The database stayed unreachable for every attempt to store a batch."""
+
+
+class _Rejected(Exception):
+    """Storing failed for a reason a retry cannot fix (the data, or a bug)."""
+
+
+def _on_live_connection(store: Store) -> Store:
+    def store_on_live_connection(**kwargs):
+        # Here, not in the store: this runs on the thread that owns the connection.
+        close_broken_connections()
+        return store(**kwargs)
+
+    return store_on_live_connection
 
 
 class Pipeline:
@@ -44,9 +73,14 @@ class Pipeline:
         sinks: list[str] | None = None,
         status=None,
         provider: str = "unknown",
+        store_attempts: int = 12,
+        retry_backoff: Callable[[], Backoff] = lambda: Backoff(base=0.25, cap=10.0),
     ) -> None:
-        """`status`: a feeds.status.StatusSink told when storing fails and recovers."""
-        self._store = sync_to_async(store, thread_sensitive=True)
+        """`status`: a feeds.status.StatusSink told when storing fails and recovers.
+        With the default retry policy a batch is tried for
+        up to about a minute (about half that on average, the delays being jittered): a
+        PostgreSQL restart or failover is ridden out, a longer outage ends the worker."""
+        self._store = sync_to_async(_on_live_connection(store), thread_sensitive=True)
         self._publish = publish
         # Sinks see every new event after it is stored and may return derived events (e.g. fired
         # alert rules) to publish. Named by dotted path in settings: feeds never imports them.
@@ -54,11 +88,21 @@ class Pipeline:
                        for path in (sinks if sinks is not None else getattr(settings, "FEEDS_EVENT_SINKS", []))]
         self.max_batch = max_batch
         self.max_delay = max_delay
-        # Bounded: if the database falls behind, the transport waits instead of memory growing.
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max_queue)
+        self.store_attempts = store_attempts
+        self._retry_backoff = retry_backoff
+        # Bounded (in events): if the database falls behind, the transport waits instead of
+        # memory growing. The queue itself is not: a unit is let in whenever there is room, so
+        # a frame bigger than the bound cannot wait for ever.
+        self.max_queue = max_queue
+        self._queue: asyncio.Queue[Unit] = asyncio.Queue()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._held: Unit | None = None  # taken from the queue, but did not fit the last batch
+        self._queued_events = 0
         self.stored = 0
         self.published = 0
-        self.failed_batches = 0
+        self.failed_batches = 0  # store attempts that raised
+        self.dropped_units = 0
         self._status = status
         self._depth = metrics.PIPELINE_QUEUE_DEPTH.labels(provider)
         self._stored_total = metrics.EVENTS_STORED.labels(provider)
@@ -66,55 +110,72 @@ class Pipeline:
         self._dropped_unstored = metrics.EVENTS_DROPPED.labels(provider, "store_failed")
 
     async def submit(self, events: Iterable[Event]) -> None:
-        for event in events:
-            await self._queue.put(event)
-        self._depth.set(self._queue.qsize())
+        """Queue one frame's events as a unit: they are stored in the same transaction."""
+        unit = list(events)
+        if not unit:
+            return
+        while self._queued_events >= self.max_queue:
+            self._room.clear()
+            await self._room.wait()
+        self._queue.put_nowait(unit)
+        self._queued_events += len(unit)
+        self._depth.set(self._queued_events)
 
-    async def _next_batch(self) -> list[Event]:
-        batch = [await self._queue.get()]
+    def _take(self, units: list[Unit], size: int, unit: Unit) -> int:
+        """Add `unit` to the batch if it fits (a first unit always does); else hold it for the
+        next batch. Returns the new batch size, or -1 when the batch is full."""
+        if units and size + len(unit) > self.max_batch:
+            self._held = unit
+            return -1
+        units.append(unit)
+        return size + len(unit)
+
+    def _first_unit(self) -> Unit | None:
+        unit, self._held = self._held, None
+        return unit
+
+    async def _next_batch(self) -> list[Unit]:
+        units: list[Unit] = []
+        size = self._take(units, 0, self._first_unit() or await self._queue.get())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_delay
-        while len(batch) < self.max_batch:
+        while 0 <= size < self.max_batch:
             if self._queue.empty():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    unit = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
             else:
-                batch.append(self._queue.get_nowait())
-        self._depth.set(self._queue.qsize())
-        return batch
+                unit = self._queue.get_nowait()
+            size = self._take(units, size, unit)
+        return units
 
     async def wait_idle(self) -> None:
         """Return once everything submitted so far has been stored (or failed to store)."""
         await self._queue.join()
 
-    async def process(self, batch: list[Event]) -> None:
+    async def process(self, units: list[Unit]) -> None:
         try:
-            await self._process(batch)
+            await self._process(units)
         finally:
-            for _ in batch:
+            for unit in units:
+                self._queued_events -= len(unit)
                 self._queue.task_done()
+            self._depth.set(self._queued_events)
+            if self._queued_events < self.max_queue:
+                self._room.set()
 
-    async def _process(self, batch: list[Event]) -> None:
+    async def _process(self, units: list[Unit]) -> None:
+        # The database is the source of truth: what is not stored is not published.
         try:
-            new = await self._store(events=batch)
-        except Exception as exc:
-            # The database is the source of truth: without a stored copy we do not publish.
-            self.failed_batches += 1
-            self._store_failures.inc()
-            self._dropped_unstored.inc(len(batch))
-            log.exception("could not store a batch of %d events; dropped", len(batch))
-            if self._status is not None:
-                await self._status.store_failed(redact(f"store failed: {type(exc).__name__}: {exc}")[:500])
-            return
+            new = await self._store_retrying([event for unit in units for event in unit])
+        except _Rejected:
+            new = await self._store_one_by_one(units) if len(units) > 1 else self._drop(units[0])
         self.stored += len(new)
         self._stored_total.inc(len(new))
-        if self._status is not None:
-            await self._status.store_succeeded()
         for sink in self._sinks:
             try:
                 new = [*new, *await sink(events=new)]
@@ -125,13 +186,56 @@ class Pipeline:
         except Exception:
             log.exception("could not publish %d stored events (browsers resync from the database)", len(new))
 
+    async def _store_retrying(self, events: list[Event]) -> list[Event]:
+        """Store `events` in one transaction; retry while the database is unreachable.
+
+        Raises:
+            _Rejected: the error came from the events or the code; a retry would fail again.
+            StoreUnavailable: every attempt failed to reach the database.
+        """
+        backoff, attempt = self._retry_backoff(), 0
+        while True:
+            attempt += 1
+            try:
+                new = await self._store(events=events)
+                break
+            except Exception as exc:
+                self.failed_batches += 1
+                self._store_failures.inc()
+                error = redact(f"{type(exc).__name__}: {exc}")
+                if self._status is not None:
+                    await self._status.store_failed(f"store failed: {error}"[:500])
+                if not isinstance(exc, TRANSIENT_ERRORS):
+                    raise _Rejected from exc
+                if attempt >= self.store_attempts:
+                    raise StoreUnavailable(f"could not store {len(events)} events in {attempt} attempts") from exc
+                delay = backoff.next_delay()
+                log.warning("could not store %d events (attempt %d of %d: %s); retrying in %.2fs",
+                            len(events), attempt, self.store_attempts, error, delay)
+                await asyncio.sleep(delay)
+        if self._status is not None:
+            await self._status.store_succeeded()
+        return new
+
+    async def _store_one_by_one(self, units: list[Unit]) -> list[Event]:
+        """One transaction per unit, so a unit that cannot be stored costs only itself."""
+        new: list[Event] = []
+        for unit in units:
+            try:
+                new.extend(await self._store_retrying(unit))
+            except _Rejected:
+                self._drop(unit)
+        return new
+
+    def _drop(self, unit: Unit) -> list[Event]:
+        self.dropped_units += 1
+        self._dropped_unstored.inc(len(unit))
+        log.error("could not store a unit of %d events (%s); dropped", len(unit), unit[0].kind,
+                  exc_info=True)  # called while handling _Rejected: its cause is the store's error
+        return []
+
     async def run(self) -> None:
+        """Store batches until cancelled. Raises StoreUnavailable when the database stayed out
+        of reach; what is still queued then is not stored (nor, for a stream, its cursor)."""
         while True:
             await self.process(await self._next_batch())
-
-    async def drain(self) -> None:
-        """Process everything already submitted (used on shutdown)."""
-        while not self._queue.empty():
-            batch = [self._queue.get_nowait() for _ in range(min(self.max_batch, self._queue.qsize()))]
-            self._depth.set(self._queue.qsize())
-            await self.process(batch)

@@ -127,10 +127,16 @@ class FeedStatusReporter(MemoryStatus):
 
     async def flush(self) -> None:
         try:
-            status = await sync_to_async(self._write)()
+            status = await sync_to_async(self._write_on_live_connection)()
             await publish_feed_status(status)
         except Exception:  # status is best effort: a DB or Redis hiccup must not stop the feed
             log.exception("could not write feed status for account %s", self.account_id)
+
+    def _write_on_live_connection(self) -> dict:
+        # A terminated or restarted database costs one failed write, not every write after it.
+        from feeds.db import live_connection
+
+        return live_connection(self._write)()
 
     def _write(self) -> dict:
         # Imported here: transports import this module, and they must stay importable

@@ -8,6 +8,7 @@ are conflated: of several updates to one quote in a batch, only the last is publ
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import timedelta
@@ -65,8 +66,29 @@ def _latest(events: list[ev.Event], key) -> list[ev.Event]:
     return list(latest.values())
 
 
+_QUOTE_VALUES = ("price", "change", "change_percent", "bid", "ask", "volume")
+
+
+def _fill_nulls(update: ev.Quote, known) -> ev.Quote:
+    """`update` with each null value taken from `known` (an earlier Quote event or the stored row)."""
+    filled = {f: getattr(known, f) for f in _QUOTE_VALUES
+              if getattr(update, f) is None and getattr(known, f) is not None}
+    return dataclasses.replace(update, **filled) if filled else update
+
+
 def _store_quotes(quotes: list[ev.Quote]) -> list[ev.Event]:
-    quotes = _latest(quotes, lambda q: (q.instrument_id, q.provider))
+    # A null field (InsightSentry: "every field except code may be null") means "not sent", never
+    # "erase": it keeps the value known from this batch or the stored row, in the row and the push.
+    # Read-then-write is safe: one worker per provider account writes that provider's quotes.
+    latest: dict[tuple, ev.Quote] = {}
+    for quote in quotes:
+        key = (quote.instrument_id, quote.provider)
+        latest[key] = _fill_nulls(quote, latest[key]) if key in latest else quote
+    if any(getattr(q, f) is None for q in latest.values() for f in _QUOTE_VALUES):
+        stored = Quote.objects.filter(instrument_id__in={k[0] for k in latest}, provider__in={k[1] for k in latest})
+        rows = {(row.instrument_id, row.provider): row for row in stored}
+        latest = {key: _fill_nulls(q, rows[key]) if key in rows else q for key, q in latest.items()}
+    quotes = list(latest.values())
     fields = ["price", "change", "change_percent", "bid", "ask", "volume", "delay_seconds", "ts"]
     Quote.objects.bulk_create(
         [Quote(instrument_id=q.instrument_id, provider=q.provider, **{f: getattr(q, f) for f in fields}) for q in quotes],
@@ -158,7 +180,10 @@ def _store_crowd_posts(posts: list[ev.CrowdPost]) -> list[ev.Event]:
 
     Buckets are recomputed from the stored rows (mean score, message count), so replaying an
     overlap after a resume changes nothing. The cursor is the last position in this batch:
-    written in the same transaction as the rows, it never runs ahead of what is stored.
+    written in the same transaction as the rows, it never runs ahead of what is stored, provided
+    the batch holds every symbol of its last message. The pipeline guarantees that (it never
+    splits one frame's events across batches); a batch ending inside a message would commit its
+    position with only some of its rows, and a restart would resume past the rest.
     """
     CrowdMention.objects.bulk_create(
         [CrowdMention(provider=p.provider, message_id=p.external_id, symbol=p.code, instrument_id=p.instrument_id,
@@ -210,7 +235,10 @@ _STORERS = {
 
 
 def events_store(*, events: list[ev.Event]) -> list[ev.Event]:
-    """Store `events` in one transaction; return the new ones, resolved to our instruments."""
+    """Store `events` in one transaction; return the new ones, resolved to our instruments.
+
+    `events` must hold whole frames (all the events parsed from one provider message), in arrival
+    order: a stream cursor is committed with them (see `_store_crowd_posts`)."""
     by_type: dict[type, list] = defaultdict(list)
     for event in _resolve(events):
         by_type[type(event)].append(event)

@@ -61,7 +61,7 @@ class _Stream:
 
 class StockTwitsSimulator(HttpSimulator):
     """Knobs: fail_with (status), cut_mid_event_after, silent, oversize_next, framing ("sse" | "bare"
-    | "mixed"), split_chunks, interval, keepalive_interval, emit(), close_all(). Observability:
+    | "mixed"), split_chunks, interval, keepalive_interval, emit(), backlog(), close_all(). Observability:
     connection_attempts, requests, open_streams, sent (seq_ids per stream), buffer, wait_for()."""
 
     def __init__(
@@ -147,6 +147,17 @@ class StockTwitsSimulator(HttpSimulator):
         self._wake_all()
         return json.loads(item.text)  # a copy: callers can't alter what was sent
 
+    def backlog(self, count: int, *, symbols_per_message: int = 3) -> list[dict[str, Any]]:
+        """Buffer `count` messages at once, each naming `symbols_per_message` symbols (a fixed
+        rotation through the universe): what a client resuming by `seq_id` after a downtime
+        catches up. Returns them in stream order."""
+        tickers = sorted(self._companies)
+        if not 0 < symbols_per_message <= len(tickers):
+            raise ValueError(f"symbols_per_message must be 1..{len(tickers)}")
+        start = len(self.buffer)
+        return [self.emit([tickers[(start + i + j) % len(tickers)] for j in range(symbols_per_message)])
+                for i in range(count)]
+
     async def close_all(self) -> int:
         """End every open stream cleanly (gzip trailer + terminating chunk); returns how many."""
         victims = set(self._streams)
@@ -219,6 +230,11 @@ class StockTwitsSimulator(HttpSimulator):
         symbols = [s for s in query.get("symbols", "").split(",") if s.strip()] or None
         score = float(query["sentiment_score"]) if query.get("sentiment_score") else None
         return self.emit(symbols, score)
+
+    def _control_backlog(self, query: dict[str, str]) -> dict[str, Any]:
+        messages = self.backlog(optional_int(query, "count") or 0,
+                                symbols_per_message=optional_int(query, "symbols") or 3)
+        return {"count": len(messages), "last_seq_id": messages[-1]["seq_id"] if messages else None}
 
     async def _control_close(self, query: dict[str, str]) -> dict[str, Any]:
         return {"closed": await self.close_all()}

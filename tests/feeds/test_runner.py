@@ -95,3 +95,42 @@ async def test_an_idle_worker_keeps_its_heartbeat_moving_and_stops_as_stopped(se
     # Stopped on purpose: it stays "stopped" however old its last heartbeat gets.
     later = row.heartbeat_at + timedelta(seconds=settings.FEEDS_HEARTBEAT_STALE_SECONDS * 10)
     assert feed_status_message(row, now=later)["state"] == "stopped"
+
+
+class CrashingFeed:
+    """A feed whose loop raises after handing the pipeline one frame."""
+
+    name = "stocknews"
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+
+    @classmethod
+    def from_account(cls, account, *, pipeline, status, **kwargs):
+        return cls(pipeline)
+
+    async def run(self) -> None:
+        from datetime import datetime, timezone
+
+        from feeds import events as ev
+
+        now = datetime.now(timezone.utc)
+        await self.pipeline.submit([ev.News(provider="stocknews", code="AAPL", received_at=now, external_id="last",
+                                            headline="received before the crash", published_at=now)])
+        raise RuntimeError("feed bug")
+
+    def stop(self) -> None:
+        pass
+
+    def set_watched(self, codes) -> None:
+        pass
+
+
+async def test_a_crashed_feed_ends_the_worker_with_code_1_after_storing_what_it_received(monkeypatch):
+    from feeds.providers import FEEDS
+
+    monkeypatch.setitem(FEEDS, "stocknews", f"{__name__}.CrashingFeed")
+    await sync_to_async(setup)("ws://127.0.0.1:9/ws")
+    assert await asyncio.wait_for(run_feed("stocknews", stop=asyncio.Event()), 15) == 1
+    assert await sync_to_async(lambda: list(NewsItem.objects.values_list("external_id", flat=True)))() == ["last"]
+    assert (await sync_to_async(FeedStatus.objects.get)()).state == "stopped"

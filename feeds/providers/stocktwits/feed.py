@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from asgiref.sync import sync_to_async
 
 from feeds.backoff import Backoff
+from feeds.db import live_connection
 from feeds.pipeline import Pipeline
 from feeds.providers.base import parse_counted
 from feeds.status import StatusSink
@@ -28,6 +29,7 @@ __all__ = ["StockTwitsFeed"]
 log = logging.getLogger(__name__)
 
 
+@live_connection  # re-read after every cut, database hiccups included
 def stored_cursor() -> str | None:
     from feeds.models import StreamCursor
 
@@ -90,4 +92,5 @@ class StockTwitsFeed:
         posts = parse_counted(parse_message, data, status=self.status, name=self.name, received_at=datetime.now(timezone.utc))
         if posts:
             self.status.detail("last_seq_id", posts[-1].cursor)
+            # One submit per message: its rows are stored in one transaction with its cursor.
             await self.pipeline.submit(posts)

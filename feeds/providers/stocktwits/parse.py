@@ -7,12 +7,11 @@ guess about its meaning).
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from feeds.events import CrowdPost, utc
-from feeds.providers.base import UnsupportedMessage
+from feeds.providers.base import UnsupportedMessage, finite_float, json_loads
 
 __all__ = ["PROVIDER", "parse_message"]
 
@@ -30,7 +29,7 @@ def _score(value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UnsupportedMessage(f"sentiment_score is not a number: {value!r}")
-    return float(value)
+    return finite_float(value, "sentiment_score")
 
 
 def parse_message(raw: str, *, received_at: datetime) -> list[CrowdPost]:
@@ -39,17 +38,14 @@ def parse_message(raw: str, *, received_at: datetime) -> list[CrowdPost]:
     Raises:
         UnsupportedMessage: not a JSON object, or missing/invalid required fields.
     """
-    try:
-        message = json.loads(raw)
-    except ValueError as exc:
-        raise UnsupportedMessage(f"invalid JSON: {exc}") from exc
+    message = json_loads(raw)
     if not isinstance(message, dict):
         raise UnsupportedMessage("message is not a JSON object")
     message_id = _text(message.get("message_id"), "message_id")
     seq_id = _text(message.get("seq_id"), "seq_id")
     try:
         created_at = utc(datetime.fromisoformat(str(message.get("created_at")).replace("Z", "+00:00")))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # Overflow: year 1 or 9999 pushed out of range by its offset
         raise UnsupportedMessage(f"bad created_at {message.get('created_at')!r}") from exc
     symbols = message.get("symbols")
     if not isinstance(symbols, list):

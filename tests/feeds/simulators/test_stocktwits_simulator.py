@@ -281,6 +281,22 @@ async def test_resume_replays_exactly_the_messages_after_seq_id(sim: StockTwitsS
 
 
 @pytest.mark.asyncio
+async def test_a_backlog_of_multi_symbol_messages_is_served_to_a_resuming_client(sim: StockTwitsSimulator) -> None:
+    anchor = sim.emit()
+    backlog = sim.backlog(40, symbols_per_message=7)
+    assert all(len({s["symbol"] for s in m["symbols"]}) == 7 for m in backlog)
+    assert [m["seq_id"] for m in backlog] == sorted(m["seq_id"] for m in backlog)
+    async with http() as client, httpx.AsyncClient(timeout=TIMEOUT) as control:
+        async with sse(sim, client, seq_id=backlog[9]["seq_id"]) as events:
+            assert await take(events, 30) == backlog[10:]
+        answer = (await control.get(f"http://127.0.0.1:{sim.port}/control/backlog",
+                                    params={"token": CONTROL, "count": 2, "symbols": 4})).json()
+    assert answer == {"count": 2, "last_seq_id": sim.buffer[-1].seq_id}
+    symbols = [len(json.loads(item.text)["symbols"]) for item in sim.buffer]
+    assert symbols == [len(anchor["symbols"])] + [7] * 40 + [4] * 2
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("cursor", ["bogus", "1" * 56, "0" * 56, "9" * 56, "123"])
 async def test_unknown_or_too_old_seq_id_starts_live(cursor: str) -> None:
     async with StockTwitsSimulator(["u:p"], interval=None, buffer_size=3) as sim:
