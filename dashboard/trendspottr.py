@@ -132,7 +132,7 @@ def webhook_remote() -> dict:
         remote = client.get_webhook()
     config = WebhookConfig.objects.filter(provider=PROVIDER).first()
     return {
-        "url": remote.get("url", ""),
+        "url": WebhookConfig.mask_url(str(remote.get("url", ""))),  # the path token is a credential
         "matches_our_url": bool(config) and remote.get("url") == config.public_url,
         "matches_our_secret": bool(config) and secret_matches(remote.get("secret"), [config.secret_sha256]),
     }

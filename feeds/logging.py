@@ -1,8 +1,11 @@
 """Keep provider secrets out of every log line.
 
-Secrets are registered when a worker loads its account; the filter replaces them, and any
-`token=`/`api_key=` query value, before a record is formatted by any handler (the message, and
-the traceback text, which exception messages with URLs in them reach too).
+Secrets are registered when a process decrypts or encrypts them (feeds/crypto.py) or a worker
+loads its account; the filter replaces them, any `token=`/`api_key=` query value, and the path
+token of every webhook URL (`/hooks/<provider>/<token>/`, known or not: a probe with a wrong token
+is masked too), before a record is formatted by any handler (the message, and the traceback text,
+which exception messages with URLs in them reach too). Daphne writes its access lines straight to
+a stream, not through logging: `redact_daphne_access_log()` masks those.
 
 `JsonFormatter` writes one JSON object per line for log shippers (`LOG_FORMAT=json`).
 """
@@ -18,6 +21,8 @@ from datetime import datetime, timezone
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _QUERY_SECRET = re.compile(r"((?:token|api_key|apikey|key|secret|password)=)[^&\s'\"]+", re.IGNORECASE)
+# The webhook URL's path segment after the provider's name authenticates the caller (feeds/urls.py).
+_WEBHOOK_PATH = re.compile(r"(/hooks/[A-Za-z0-9_-]+/)[^/\s?#\"']+")
 MASK = "***"
 
 
@@ -28,8 +33,13 @@ def register_secret(value: str | None) -> None:
             _secrets.add(value)
 
 
+def mask_webhook_path(text: str) -> str:
+    return _WEBHOOK_PATH.sub(lambda match: match.group(1) + MASK, text)
+
+
 def redact(text: str) -> str:
     text = _QUERY_SECRET.sub(lambda match: match.group(1) + MASK, text)
+    text = mask_webhook_path(text)
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
@@ -52,6 +62,27 @@ class RedactSecretsFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         return True
+
+
+def redact_daphne_access_log() -> None:
+    """Mask secrets in Daphne's access lines (`"POST /hooks/trendspottr/<token>/" 200`).
+
+    Daphne's CLI hands its `AccessLogGenerator` a raw stream (stdout), so no logging filter ever
+    sees those lines; wrapping its one writer is the only seam that covers the stock `daphne`
+    command. Called once by project/asgi.py, which Daphne imports before it serves anything.
+    tests/feeds/test_logging.py pins the locked Daphne's signature.
+    """
+    from daphne.access import AccessLogGenerator
+
+    original = AccessLogGenerator.write_entry
+    if getattr(original, "redacts", False):
+        return
+
+    def write_entry(self, host, date, request, *args, **kwargs):
+        return original(self, host, date, redact(request), *args, **kwargs)
+
+    write_entry.redacts = True
+    AccessLogGenerator.write_entry = write_entry
 
 
 _role = ""

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from django.db import models
 
+from .crypto import EncryptedTextField
+from .logging import mask_webhook_path
+
 
 class Provider(models.TextChoices):
     STOCKNEWS = "stocknews", "StockNews.live"
@@ -54,15 +57,16 @@ SECRET_FIELDS = ("token", "api_key", "password", "secret")
 
 
 class ProviderAccount(models.Model):
-    """Credentials for one provider. Secret fields are write-only: see `masked()`."""
+    """Credentials for one provider. Secret fields are encrypted at rest (feeds/crypto.py) and
+    write-only in the admin and `provider list`: see `masked()`."""
 
     provider = models.CharField(max_length=32, choices=Provider.choices, unique=True)
     endpoint = models.CharField(max_length=500, help_text="ws(s):// or http(s):// URL of the provider.")
-    token = models.TextField(blank=True)
-    api_key = models.TextField(blank=True)
+    token = EncryptedTextField(blank=True)
+    api_key = EncryptedTextField(blank=True)
     username = models.CharField(max_length=200, blank=True)
-    password = models.TextField(blank=True)
-    secret = models.TextField(blank=True)
+    password = EncryptedTextField(blank=True)
+    secret = EncryptedTextField(blank=True)
     enabled = models.BooleanField(default=True)
     options = models.JSONField(default=dict, blank=True, help_text="Provider-specific settings.")
 
@@ -244,18 +248,32 @@ class StreamCursor(models.Model):
 
 class WebhookConfig(models.Model):
     """Where a provider posts to us. The path token makes the URL unguessable; the body secret
-    (and the previous one, during a rotation) is checked on every delivery. Only SHA-256 digests
-    of the secrets are stored: the secret itself never lands in the database or the admin."""
+    (and the previous one, during a rotation) is checked on every delivery.
+
+    What we only verify is stored as a digest: the body secrets (SHA-256). What we must send again
+    is encrypted (feeds/crypto.py): the path token and the URL holding it, because re-registering
+    (a secret rotation) keeps the URL, so deliveries already queued at the provider still reach us.
+    The row is found by provider (one per provider) and the token compared in constant time, so
+    nothing needs to look a row up by token. Pages show the URL through `masked_url` only."""
 
     provider = models.CharField(max_length=32, choices=Provider.choices, unique=True)
-    public_url = models.URLField(max_length=500, help_text="Our webhook URL as the provider must call it.")
-    path_token = models.CharField(max_length=64, unique=True)
+    public_url = EncryptedTextField(help_text="Our webhook URL as the provider must call it (holds the path token).")
+    path_token = EncryptedTextField()
     secret_sha256 = models.CharField(max_length=64)
     previous_secret_sha256 = models.CharField(max_length=64, blank=True)
     registered_at = models.DateTimeField(auto_now=True)
 
     def __repr__(self) -> str:
         return f"<WebhookConfig {self.provider}>"
+
+    @staticmethod
+    def mask_url(url: str) -> str:
+        """A webhook URL with its path token hidden (the logs mask it the same way)."""
+        return mask_webhook_path(url)
+
+    @property
+    def masked_url(self) -> str:
+        return self.mask_url(self.public_url)
 
 
 class DeliveryState(models.TextChoices):

@@ -15,9 +15,10 @@ from django.conf import settings  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from feeds import metrics  # noqa: E402
-from feeds.logging import set_process_role  # noqa: E402
+from feeds.logging import redact_daphne_access_log, set_process_role  # noqa: E402
 
 set_process_role("server")
+redact_daphne_access_log()  # its access lines carry webhook path tokens
 if settings.METRICS_PORT is not None:
     # Its own port, on loopback by default: never the public Daphne port, never seen by users.
     # Once per process, at import (a taken port fails the start: give each server its own).

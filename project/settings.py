@@ -6,12 +6,15 @@ Secure by default: DEBUG is off unless asked for, and with DEBUG off the deploym
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import socket
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -35,6 +38,32 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-" + "x" * 20
+
+# Provider credentials are encrypted at rest with these Fernet keys (feeds/crypto.py says why a key of
+# its own): the first encrypts, all decrypt. Rotate: new key first, `manage.py provider rotate-keys`,
+# then drop the old one. Checked here so a missing or malformed key stops every process at start.
+# The embedded demo needs no setup: with DEBUG, a fixed and public development key (so a DEBUG
+# database stays readable across restarts). It protects nothing, so it may never encrypt with DEBUG
+# off; listed after a real key it still decrypts, to move a demo database to a real key.
+DEVELOPMENT_FIELD_ENCRYPTION_KEY = base64.urlsafe_b64encode(
+    hashlib.sha256(b"tickerwire-development-only").digest()).decode()
+FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS")
+if not FIELD_ENCRYPTION_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "FIELD_ENCRYPTION_KEYS must be set when DEBUG is off (comma-separated Fernet keys, the first "
+            "encrypts). Make one with: python -c \"from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())\"")
+    FIELD_ENCRYPTION_KEYS = [DEVELOPMENT_FIELD_ENCRYPTION_KEY]
+elif FIELD_ENCRYPTION_KEYS[0] == DEVELOPMENT_FIELD_ENCRYPTION_KEY and not DEBUG:
+    raise ImproperlyConfigured(
+        "FIELD_ENCRYPTION_KEYS: the public development key may not come first when DEBUG is off.")
+for _position, _key in enumerate(FIELD_ENCRYPTION_KEYS, 1):
+    try:
+        Fernet(_key)
+    except ValueError:  # the message names the position only: never echo a key
+        raise ImproperlyConfigured(f"FIELD_ENCRYPTION_KEYS: key {_position} is not a Fernet key "
+                                   "(32 url-safe base64-encoded bytes).") from None
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
 if "*" in ALLOWED_HOSTS and not DEBUG:
@@ -187,6 +216,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False  # no start-up banner in every process's log; failures and lockouts are still logged
 # The address is REMOTE_ADDR: behind the TLS proxy, Daphne's --proxy-headers puts the client's there.
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "board"

@@ -15,6 +15,8 @@ import os
 import uuid
 
 os.environ.setdefault("SECRET_KEY", "tests-only-" + "k" * 50)
+# Written to os.environ, so the subprocesses tests start (workers, Daphne) read what this process wrote.
+os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "0VEPv2cURvIeyBPSxt9HHq58eAsdEQsB2Lr-XMWPJsA=")
 os.environ.setdefault("DEBUG", "0")
 os.environ.setdefault("HTTPS", "0")
 os.environ.setdefault("STATIC_MANIFEST", "0")
@@ -34,3 +36,8 @@ if not os.environ.get("DATABASE_URL"):
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _base = "".join(c for c in DATABASES["default"]["NAME"].lower() if c.isalnum()).lstrip("0123456789")
     DATABASES["default"]["NAME"] = postgres.unique_name((_base or "tickerwire")[:30])
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, as the embedded default has (WAL, busy timeout): Django's default in-memory test
+    # database shares one cache between threads, where a second writer (e.g. the webhook processor
+    # thread) fails at once with "database table is locked" instead of waiting its turn.
+    DATABASES["default"]["TEST"] = {"NAME": f"{DATABASES['default']['NAME']}.test"}

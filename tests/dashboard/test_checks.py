@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ def test_collectstatic_refuses_to_run_without_the_chart_library(tmp_path):
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "absent")], cwd=ROOT, capture_output=True,
                             text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "project.settings",
                                                        "SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "localhost",
+                                                       "FIELD_ENCRYPTION_KEYS": os.environ["FIELD_ENCRYPTION_KEYS"],
                                                        "STATIC_ROOT": str(tmp_path / "static"), "STATIC_MANIFEST": "1"})
     assert result.returncode != 0
     assert "dashboard.E001" in result.stderr

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.stack
 
 def test_demo_serves_pages_and_live_data_from_every_feed_within_30_seconds(tmp_path):
     port, sim_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SECRET_KEY", "HTTPS", "STATIC_MANIFEST", "ALLOWED_HOSTS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "HTTPS",
+                                                         "STATIC_MANIFEST", "ALLOWED_HOSTS")}
     env.update(DEBUG="1", DATABASE_URL=f"sqlite:///{tmp_path / 'demo.sqlite3'}", DJANGO_SETTINGS_MODULE="project.settings")
     log = open(tmp_path / "demo.log", "w+")
     demo = subprocess.Popen([sys.executable, "manage.py", "demo", "--port", str(port), "--sim-port", str(sim_port)],

@@ -15,6 +15,8 @@ from django.conf import settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from feeds.crypto import decrypt
+
 from tests.e2e.conftest import Stack, wait_until
 
 pytestmark = pytest.mark.stack
@@ -159,7 +161,8 @@ def test_trendspottr_alerts_reach_the_owning_team_once_even_when_replayed_at_onc
             fresh = {**event, "event_id": event["event_id"] + 1_000_000,
                      "data": {**event["data"], "notification_id": event["data"]["notification_id"] + 1_000_000}}
             async with httpx.AsyncClient(base_url=stack.base_url) as client:
-                url = event_url = stack.query("SELECT public_url FROM feeds_webhookconfig")[0][0]
+                # Stored encrypted; the stack's processes share this process's FIELD_ENCRYPTION_KEYS.
+                url = event_url = decrypt(stack.query("SELECT public_url FROM feeds_webhookconfig")[0][0])
                 replies = await asyncio.gather(*(client.post(url, json={**fresh, "attempts": n}) for n in range(5)))
             racing = await next_event(alice, allowed_symbols=ALPHA | {""}, match=is_alert)
             again = stack.control("deliver", sim="trendspottr", alert_id=alpha_alert)  # alice's sentinel

@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 from packaging.utils import canonicalize_name
 
 from tests.e2e.browser import chromium
@@ -42,7 +43,8 @@ PROVIDERS = ("stocknews", "insightsentry", "stocktwits", "knowsis")
 # Live data on the pages, but no webhook storm: seconds between each simulator's automatic events.
 INTERVALS = {"stocknews": "2", "insightsentry": "0.5", "stocktwits": "0.5", "knowsis": "2", "trendspottr": "3600"}
 # What the README's configuration table lets an operator set: never inherited from the test run.
-PROJECT_VARIABLES = {"DJANGO_SETTINGS_MODULE", "VIRTUAL_ENV", "PYTHONPATH", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS",
+PROJECT_VARIABLES = {"DJANGO_SETTINGS_MODULE", "VIRTUAL_ENV", "PYTHONPATH", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS",
+                     "DEBUG", "ALLOWED_HOSTS",
                      "CSRF_TRUSTED_ORIGINS", "DATABASE_URL", "REDIS_URL", "CHANNEL_LAYER_PREFIX", "HTTPS",
                      "STATIC_MANIFEST", "STATIC_ROOT", "SECURE_PROXY_SSL_HEADER_NAME", "LOG_FORMAT", "PORT"}
 
@@ -116,6 +118,7 @@ def release(tmp_path_factory) -> Iterator[Release]:
         env = {k: v for k, v in os.environ.items() if k not in PROJECT_VARIABLES and not k.startswith("PYTEST")}
         env.update({
             "SECRET_KEY": secrets.token_urlsafe(50),
+            "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "DATABASE_URL": database_url,
             "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
             "CHANNEL_LAYER_PREFIX": f"twreadme-{uuid.uuid4().hex[:8]}",

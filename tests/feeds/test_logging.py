@@ -82,3 +82,25 @@ def test_log_format_json_switches_the_console_of_a_configured_process():
     assert [(r["level"], r["message"]) for r in records] == [("WARNING", "token *** refused"), ("ERROR", "boom")]
     assert "ZeroDivisionError: division by zero" in records[1]["exc_info"]
     assert "subprocess-secret-99" not in result.stderr
+
+
+def test_webhook_path_tokens_are_masked_known_or_not():
+    line = 'Forbidden: /hooks/trendspottr/Zq8-never-registered_91x/ "POST /hooks/trendspottr/abc123DEF/?x=1"'
+    assert redact(line) == 'Forbidden: /hooks/trendspottr/***/ "POST /hooks/trendspottr/***/?x=1"'
+
+
+def test_daphne_access_lines_are_redacted_at_daphne_own_writer():
+    """Daphne's CLI writes access lines to a raw stream that no logging filter sees."""
+    import io
+
+    from daphne.access import AccessLogGenerator
+
+    from feeds.logging import redact_daphne_access_log
+
+    redact_daphne_access_log()
+    redact_daphne_access_log()  # once only, however often the ASGI module is imported
+    stream = io.StringIO()
+    AccessLogGenerator(stream)("http", "complete", {"client": "127.0.0.1:5000", "method": "POST", "status": 200,
+                                                    "path": "/hooks/trendspottr/s3cr3t-path-token-42/", "size": 15})
+    assert '"POST /hooks/trendspottr/***/" 200 15' in stream.getvalue()
+    assert "s3cr3t-path-token-42" not in stream.getvalue()

@@ -42,3 +42,40 @@ def test_a_token_in_the_endpoint_query_is_masked_in_the_listing():
 def test_set_requires_an_endpoint_for_a_new_account():
     with pytest.raises(CommandError, match="endpoint is required"):
         run("set", "stocknews", "--token", SECRET)
+
+
+def test_rotate_keys_moves_every_secret_to_the_new_first_key():
+    from cryptography.fernet import Fernet
+    from django.db import connection
+    from django.test import override_settings
+
+    from feeds.models import WebhookConfig
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    with override_settings(FIELD_ENCRYPTION_KEYS=[old]):
+        run("set", "knowsis", "--endpoint", "wss://k.example", "--api-key", "app-key-7731", "--secret", SECRET)
+        WebhookConfig.objects.create(provider="trendspottr", public_url="https://d.example/hooks/trendspottr/t0k3n-88/",
+                                     path_token="t0k3n-88", secret_sha256="0" * 64)
+    with override_settings(FIELD_ENCRYPTION_KEYS=[new, old]):
+        assert run("rotate-keys").startswith("4 of 4 stored secrets re-encrypted")
+        assert run("rotate-keys").startswith("0 of 4 stored secrets re-encrypted")  # idempotent
+    with override_settings(FIELD_ENCRYPTION_KEYS=[new]):  # the old key may go now
+        account = ProviderAccount.objects.get(provider="knowsis")
+        assert (account.api_key, account.secret) == ("app-key-7731", SECRET)
+        assert WebhookConfig.objects.get().path_token == "t0k3n-88"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT api_key, secret FROM feeds_provideraccount")
+        for column in cursor.fetchone():
+            Fernet(new).decrypt(column.encode())
+
+
+def test_rotate_keys_without_the_key_that_encrypted_a_value_fails_and_changes_nothing():
+    from cryptography.fernet import Fernet
+    from django.test import override_settings
+
+    run("set", "stocknews", "--endpoint", "wss://x.example/ws", "--token", SECRET)
+    before = ProviderAccount.objects.values_list("token", flat=True).get()
+    with override_settings(FIELD_ENCRYPTION_KEYS=[Fernet.generate_key().decode()]):
+        with pytest.raises(CommandError, match="does not decrypt with any key.*Nothing was changed"):
+            run("rotate-keys")
+    assert ProviderAccount.objects.values_list("token", flat=True).get() == before == SECRET
