@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -11,7 +11,6 @@ from django.utils import timezone
 
 import logging
 
-from .events import Event
 from .models import DeliveryState, FeedStatus, ProviderAccount, WebhookDelivery
 
 
@@ -91,24 +90,60 @@ def webhook_delivery_store(*, provider: str, event_id: str, payload: dict) -> tu
         return WebhookDelivery.objects.get(provider=provider, event_id=event_id), False
 
 
-def webhook_delivery_process(*, delivery: WebhookDelivery) -> list[Event]:
-    """Turn a stored delivery into alerts, store them and publish them to their audience."""
+PENDING_DELIVERY_STATES = (DeliveryState.STORED, DeliveryState.FAILED)
+
+
+def webhook_delivery_process(*, delivery_id: int) -> str | None:
+    """Turn one stored delivery into alerts, store them and publish them to their audience.
+
+    Exactly once however many processes try at the same moment (the receiving process after its
+    response, another's retry sweep, `manage.py process_webhooks`): the row is claimed with
+    SELECT ... FOR UPDATE SKIP LOCKED in the one transaction that stores its alerts and its new
+    state, so a second claimant skips it, and a crash before the commit leaves it pending for the
+    next run. Returns the new state, or None when there was nothing to do (done, or held elsewhere).
+    Publishing follows the commit: at most once, like every layer delivery (browsers resync).
+    """
     from feeds.broadcast import publish_events
     from feeds.providers.trendspottr.webhook import parse_alert_event
     from feeds.store import events_store
 
-    try:
-        events = parse_alert_event(delivery.payload, received_at=delivery.received_at)
-        new = events_store(events=events) if events else []
-        delivery.state = DeliveryState.PROCESSED if events else DeliveryState.IGNORED
-        delivery.error = ""
-    except Exception as exc:  # stored already: keep it for a retry, never lose it
-        delivery.state, delivery.error, new = DeliveryState.FAILED, f"{type(exc).__name__}: {exc}"[:2000], []
-    delivery.processed_at = timezone.now()
-    delivery.save(update_fields=["state", "error", "processed_at"])
+    with transaction.atomic():
+        delivery = (WebhookDelivery.objects.select_for_update(skip_locked=True)
+                    .filter(pk=delivery_id, state__in=PENDING_DELIVERY_STATES).first())
+        if delivery is None:
+            return None
+        try:
+            with transaction.atomic():  # a savepoint: a failed insert is undone, its failure still recorded
+                events = parse_alert_event(delivery.payload, received_at=delivery.received_at)
+                new = events_store(events=events) if events else []
+            delivery.state = DeliveryState.PROCESSED if events else DeliveryState.IGNORED
+            delivery.error = ""
+        except Exception as exc:  # stored already: keep it, with its error, for a retry
+            delivery.state, delivery.error, new = DeliveryState.FAILED, f"{type(exc).__name__}: {exc}"[:2000], []
+            log.warning("webhook event %s failed; kept for a retry: %s", delivery.event_id, delivery.error)
+        delivery.processed_at = timezone.now()
+        delivery.save(update_fields=["state", "error", "processed_at"])
     if new:
         try:
             async_to_sync(publish_events)(new)
         except Exception:  # stored: browsers get it from the snapshot when they resync
             log.exception("could not publish webhook alerts of event %s", delivery.event_id)
-    return new
+    return delivery.state
+
+
+def webhook_deliveries_due(*, now: datetime, retry_after: timedelta, give_up_after: timedelta) -> list[int]:
+    """Ids of the deliveries a retry sweep should process now, oldest first.
+
+    A row still `stored` after `retry_after` was lost between store and process (a crash, a
+    restart): always due. A `failed` one waits as long as it has been failing, at least
+    `retry_after` (1, 2, 4, 8 ... minutes), and only for `give_up_after` from its arrival; later
+    only `manage.py process_webhooks` or the admin retries it.
+    """
+    stored = WebhookDelivery.objects.filter(state=DeliveryState.STORED, received_at__lte=now - retry_after)
+    failed = WebhookDelivery.objects.filter(state=DeliveryState.FAILED, received_at__gte=now - give_up_after,
+                                            processed_at__lte=now - retry_after)
+    due = list(stored.values_list("id", "received_at"))
+    for pk, received_at, processed_at in failed.values_list("id", "received_at", "processed_at"):
+        if now - processed_at >= processed_at - received_at:
+            due.append((pk, received_at))
+    return [pk for pk, _ in sorted(due, key=lambda row: row[1])]

@@ -1,28 +1,31 @@
-"""Webhook receivers. Thin: check, store, answer, then process through a service.
+"""Webhook receivers. Thin: check, store, answer; the processing runs after the response.
 
 Status codes (../shared/notes/reliability.md, "Webhook receivers"): 405 not POST; 404 unknown
-path token; 400 not a JSON object, over the size cap, or no valid event id; 401 no secret;
-403 wrong secret; 200 stored (or a duplicate: no effect); 503 only when we could not store,
-because then a retry by the provider is exactly what we want. Never a 500 for bad input: the
-provider would retry it four times.
+path token; 400 not UTF-8 JSON, not an object, over the size cap, nested too deeply, holding
+what the database cannot store, or no valid event id; 401 no secret; 403 wrong secret; 200 stored
+(or a duplicate: no effect); 503 only when we could not store, because then a retry by the
+provider is exactly what we want. Never a 500 for bad input: the provider would retry it four
+times. Processing (feeds/webhook_processor.py) never delays the 200; a failed one stays stored
+with its error and is retried from the row.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
+from functools import partial
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from .models import WebhookConfig
-from .providers.base import UnsupportedMessage
-from .providers.trendspottr.webhook import PROVIDER, event_id_of, secret_matches, without_secret
-from .services import webhook_delivery_process, webhook_delivery_store
+from .providers.base import UnsupportedMessage, json_loads
+from .providers.trendspottr.webhook import PROVIDER, check_storable, event_id_of, secret_matches, without_secret
+from .services import webhook_delivery_store
+from .webhook_processor import processor
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,10 @@ def trendspottr_webhook(request: HttpRequest, token: str) -> HttpResponse:
     if len(body) > MAX_BODY_BYTES:
         return _reply(400, "body too large")
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        payload = json_loads(body.decode("utf-8"))  # JSON between systems is UTF-8 (RFC 8259 §8.1)
+    except UnicodeDecodeError:
+        return _reply(400, "body is not UTF-8")
+    except UnsupportedMessage:  # also nesting too deep for the parser, and NaN/Infinity
         return _reply(400, "body is not JSON")
     if not isinstance(payload, dict):
         return _reply(400, "body is not a JSON object")
@@ -71,10 +76,15 @@ def trendspottr_webhook(request: HttpRequest, token: str) -> HttpResponse:
     except UnsupportedMessage:
         return _reply(400, "event_id must be an unsigned 64-bit integer")
     try:
+        check_storable(payload)
+    except UnsupportedMessage as exc:
+        return _reply(400, str(exc))
+    try:
         delivery, created = webhook_delivery_store(provider=PROVIDER, event_id=event_id, payload=without_secret(payload))
     except DatabaseError:
         log.exception("trendspottr webhook: could not store event %s", event_id)
         return _reply(503, "try again later")
     if created:
-        webhook_delivery_process(delivery=delivery)
+        # After the commit and off this thread: the answer never waits for processing.
+        transaction.on_commit(partial(processor.submit, delivery.pk))
     return _reply(200, "ok" if created else "duplicate")

@@ -63,7 +63,7 @@ class _Client:
 class KnowsisSimulator(WebSocketSimulator):
     """Knobs: emit(), close_all(), send_error_event(), drop_all(), freeze()/thaw() (half-open
     link), restart() (same port), blackhole (handshakes never answered), min_protocol.
-    Observability: connection_attempts, open_connections, received, socket_ids,
+    Observability: connection_attempts, protocols, open_connections, received, socket_ids,
     subscriptions_of(), subscribed(), wait_for()."""
 
     def __init__(
@@ -86,6 +86,7 @@ class KnowsisSimulator(WebSocketSimulator):
         self.connection_attempts = 0
         self.received: list[tuple[int, Any]] = []
         self.socket_ids: dict[int, str] = {}  # every connection so far, closed ones included
+        self.protocols: list[str] = []  # the `protocol` each handshake asked for, in order ("" = none)
         self._rng = random.Random(seed)
         self._id_rng = random.Random(seed)  # separate, so socket ids do not shift the content stream
         self._numbers = itertools.count(1)
@@ -196,6 +197,7 @@ class KnowsisSimulator(WebSocketSimulator):
         if not _APP_PATH.fullmatch(url.path):
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         self.connection_attempts += 1
+        self.protocols.append(parse_qs(url.query).get("protocol", [""])[-1][:20])
         self._notify()
         # The kernel accepted the TCP connection; a frozen or blackholed server never answers.
         await self.wait_for(lambda: self._closing or not (self.blackhole or self.frozen), timeout=None)
@@ -231,6 +233,7 @@ class KnowsisSimulator(WebSocketSimulator):
     def _stats(self) -> dict[str, Any]:
         return {"connectionAttempts": self.connection_attempts, "openConnections": self.open_connections,
                 "received": len(self.received), "frozen": self.frozen, "blackhole": self.blackhole,
+                "protocols": self.protocols[-20:],
                 "subscriptions": {n: sorted(c.channels) for n, c in self._clients.items()}}
 
     # -- connection handler ------------------------------------------------------------------

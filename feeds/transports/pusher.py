@@ -32,6 +32,7 @@ import pysher
 import websocket
 
 from feeds.backoff import Backoff
+from feeds.logthrottle import throttle_for
 from feeds.status import StatusSink
 
 __all__ = ["PusherOptions", "PusherSupervisor", "close_action"]
@@ -60,6 +61,12 @@ def close_action(code: int | None) -> str:
     return "backoff"  # 4100-4199, 1xxx, a dropped link, a timeout
 
 
+class _Pysher(pysher.Pusher):
+    # pysher 1.0.8 asks for protocol 6 in its URL; Knowsis, the README and our simulator speak 7,
+    # which only renamed things pysher already handles (../shared/notes/pusher.md §3, §6).
+    protocol = 7
+
+
 class _Session:
     """One pysher client and the one connection it makes. Its thread reports to `report`."""
 
@@ -68,8 +75,8 @@ class _Session:
         self.report = report
         self.last_frame = time.monotonic()
         self.established = False
-        self.pusher = pysher.Pusher(key, secure=secure, port=port, custom_host=host, secret=secret,
-                                    auto_sub=False, reconnect_interval=0, log_level=logging.WARNING, daemon=True)
+        self.pusher = _Pysher(key, secure=secure, port=port, custom_host=host, secret=secret,
+                              auto_sub=False, reconnect_interval=0, log_level=logging.WARNING, daemon=True)
         conn = self.pusher.connection
         conn.socket_kwargs.update(ping_interval=options.ws_ping_interval, ping_timeout=options.ws_ping_timeout)
         # Instance-level overrides (pysher's code untouched): its reconnect decisions end this
@@ -113,7 +120,7 @@ class _Session:
 
     def _reconnect_requested(self, reconnect_interval=None) -> None:
         self.report("ended", None, "pysher asked to reconnect (liveness check failed)")
-        self._close_socket()
+        self._close_socket(wait=0)
 
     def _on_error(self, *args) -> None:
         self._original["_on_error"](*args)
@@ -128,18 +135,20 @@ class _Session:
         self.report("ended", code, reason if isinstance(reason, str) else "")
 
     # -- from the asyncio side ---------------------------------------------------------------
-    def _close_socket(self) -> None:
+    def _close_socket(self, wait: float = 3.0) -> None:
+        """`wait`: how long websocket-client waits for the peer's close frame (its default is 3 s);
+        0 for a link given up as dead, whose peer will never answer."""
         conn = self.pusher.connection
         conn.needs_reconnect = False
         conn.disconnect_called = True
         if conn.socket is not None:
-            conn.socket.close()
+            conn.socket.close(timeout=wait)
 
     def start(self) -> None:
         self.pusher.connect()
 
-    def close(self) -> None:
-        self._close_socket()
+    def close(self, wait: float = 3.0) -> None:
+        self._close_socket(wait)
 
 
 class PusherSupervisor:
@@ -204,20 +213,23 @@ class PusherSupervisor:
                 log.error("%s: refused by the server (%s); not reconnecting", self.name, error)
                 await self.status.set_state(state, error=error)
                 return
-            delay = self._delay(action, lasted=self._lasted)
+            delay = self._delay(action, lasted=self._lasted, code=code if outcome == "closed" else None)
             log.warning("%s: %s; reconnecting in %.2fs", self.name, error, delay)
             await self.status.set_state("backing_off", error=error)
             await self._wait(delay)
         await self.status.set_state("stopped")
 
     # -- one session ---------------------------------------------------------------------------
-    def _delay(self, action: str, *, lasted: float) -> float:
+    def _delay(self, action: str, *, lasted: float, code: int | None = None) -> float:
         self.backoff.connection_ended(lasted=lasted)
         if action == "now" and self.backoff.attempt == 0:
             self.backoff.attempt += 1  # "reconnect now" once; a repeat goes through the policy
             return 0.0
         if action == "backoff":
-            self.backoff.hold_off(1.0 if self.backoff.attempt == 0 else 0.0)  # protocol: back off >= 1 s
+            # Protocol 7: 4100-4199 ask for >= 1 s every time, not only after a healthy period
+            # (full jitter alone could come back sooner on the 2nd, 3rd... close).
+            overloaded = code is not None and 4100 <= code <= 4199
+            self.backoff.hold_off(1.0 if overloaded or self.backoff.attempt == 0 else 0.0)
         return self.backoff.next_delay()
 
     async def _wait(self, delay: float) -> None:
@@ -234,6 +246,8 @@ class PusherSupervisor:
         inbox = self._inbox = asyncio.Queue()
 
         def report(*item) -> None:  # called on pysher's thread
+            if loop.is_closed():
+                return  # an old session's thread ending after the loop did: nobody is listening
             loop.call_soon_threadsafe(inbox.put_nowait, item)
 
         await self.status.set_state("connecting")
@@ -245,14 +259,18 @@ class PusherSupervisor:
         self._connected_at: float | None = None
         session.start()
         watchdog = asyncio.create_task(self._watchdog(session, inbox, started))
+        outcome = "lost"
         try:
-            return await self._serve(session, inbox)
+            outcome, *rest = await self._serve(session, inbox)
+            return (outcome, *rest)
         finally:
             watchdog.cancel()
             self._lasted = loop.time() - self._connected_at if self._connected_at is not None else 0.0
             self._session = None
-            # Closing may wait for a close reply from a frozen peer: keep it off the event loop.
-            await asyncio.to_thread(session.close)
+            # A link given up as dead (watchdog, handshake timeout) is closed without waiting for a
+            # close reply that cannot come: websocket-client would wait 3 s, delaying the rebuild.
+            # Any close stays off the event loop: it may block on the socket.
+            await asyncio.to_thread(session.close, 0 if outcome == "timeout" else 3.0)
 
     async def _serve(self, session: _Session, inbox: asyncio.Queue) -> tuple[str, int | None, str]:
         loop = asyncio.get_running_loop()
@@ -270,7 +288,8 @@ class PusherSupervisor:
                 await self.on_event(*rest)
             elif kind == "bad_frame":
                 self.status.parse_error()
-                log.warning("%s: skipped a frame that is not JSON: %.2000r", self.name, rest[0])
+                throttle_for(f"skipped:{self.name}").log(log, logging.WARNING,
+                                                         "%s: skipped a frame that is not JSON: %.2000r", self.name, rest[0])
             elif kind == "pusher_error":
                 code, message = rest
                 if code is not None and 4000 <= code <= 4299:

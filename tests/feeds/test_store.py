@@ -51,3 +51,21 @@ def test_revocation_marks_the_alert_and_is_published_once():
     assert events_store(events=[revoked]) == []
     stored = Alert.objects.get()
     assert stored.revoked and stored.revoked_at == T + timedelta(minutes=1)
+
+
+def test_a_quote_with_a_null_price_never_erases_the_known_price():
+    from feeds.providers.insightsentry.parse import parse_message
+    from tests.conftest import load_fixture
+
+    aapl = instrument("AAPL")
+    [known] = parse_message(load_fixture("insightsentry", "ws_quote__flat.json"), received_at=T)
+    [nulls] = parse_message(load_fixture("insightsentry", "ws_quote__flat_null_price.json"), received_at=T)
+    events_store(events=[known])
+    [published] = events_store(events=[nulls])
+    row = Quote.objects.get(instrument=aapl)
+    assert (row.price, row.change, row.bid, row.ask, row.volume) == (175.5, 2.47, 175.49, 175.54, 45100000)
+    assert (published.price, published.bid) == (175.5, 175.49)  # the board is not blanked either
+    # Within one batch too: the later null does not undo the earlier price.
+    Quote.objects.all().delete()
+    [conflated] = events_store(events=[known, nulls])
+    assert conflated.price == 175.5 and Quote.objects.get().price == 175.5

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from channels.layers import get_channel_layer
@@ -45,6 +46,14 @@ def deliver(body: str):
     return Client().post(URL, data=body, content_type="application/json")
 
 
+def processed(event_ids: set[str], timeout: float = 10) -> None:
+    """Processing runs after the answer (feeds/webhook_processor.py): wait for it, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while set(WebhookDelivery.objects.filter(state="processed").values_list("event_id", flat=True)) != event_ids:
+        assert time.monotonic() < deadline, f"events {sorted(event_ids)} not processed within {timeout}s"
+        time.sleep(0.02)  # polling interval: the query is the condition
+
+
 def deliver_copies_at_once() -> list:
     # Readers pass, writers queue: every copy has checked its input and is inside the INSERT when
     # the gate opens, so the copies meet in the unique index on every run.
@@ -67,6 +76,7 @@ async def test_five_copies_of_one_event_at_once_store_one_delivery_one_alert_one
 
     assert [reply.status_code for reply in replies] == [200] * COPIES
     assert sorted(reply.json()["status"] for reply in replies) == ["duplicate"] * (COPIES - 1) + ["ok"]
+    await asyncio.to_thread(processed, {"38", "39"})
     rows = await asyncio.to_thread(lambda: list(WebhookDelivery.objects.filter(event_id="38").values_list("state")))
     assert rows == [("processed",)]
     alerts = await asyncio.to_thread(lambda: list(Alert.objects.values_list("notification_id", flat=True)))

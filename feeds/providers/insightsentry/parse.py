@@ -8,12 +8,11 @@ Shapes (../shared/notes/providers.md, A1): flat quote updates, the newer quote e
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Any
 
 from feeds.events import Bar, Event, Quote
-from feeds.providers.base import Notice, UnsupportedMessage
+from feeds.providers.base import Notice, UnsupportedMessage, finite_float, json_loads
 
 __all__ = ["PROVIDER", "parse_message", "FATAL_ERRORS"]
 
@@ -22,24 +21,30 @@ PROVIDER = "insightsentry"
 FATAL_ERRORS = frozenset({"max_connections_exceeded", "connection_evicted", "invalid_api_key"})
 QUOTE_FIELDS = {"last_price": "price", "change": "change", "change_percent": "change_percent", "bid": "bid",
                 "ask": "ask", "volume": "volume"}
+MAX_DELAY_SECONDS = 86_400  # a longer "delay" is not a delayed quote but a broken field
 
 
-def _number(value: Any) -> float | None:
+def _number(value: Any, field: str = "value") -> float | None:
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError) as exc:
-        raise UnsupportedMessage(f"not a number: {value!r}") from exc
+    return finite_float(value, field)
 
 
 def _unix(value: Any, *, millis: bool = False) -> datetime | None:
-    number = _number(value)
+    number = _number(value, "time")
     if number is None:
         return None
-    return datetime.fromtimestamp(number / 1000 if millis else number, tz=timezone.utc)
+    try:
+        return datetime.fromtimestamp(number / 1000 if millis else number, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError) as exc:  # outside what a datetime can hold
+        raise UnsupportedMessage(f"time out of range: {value!r}") from exc
+
+
+def _delay(value: Any) -> int:
+    """0 real time, 900 delayed 15 minutes, -1 end of day; anything else (NaN included) counts as 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= MAX_DELAY_SECONDS:
+        return 0
+    return int(value)
 
 
 def _code(item: dict) -> str:
@@ -51,11 +56,10 @@ def _code(item: dict) -> str:
 
 def parse_quote(item: dict, *, received_at: datetime, envelope_time: datetime | None = None) -> Quote:
     ts = _unix(item.get("lp_time")) or envelope_time or received_at
-    delay = item.get("delay_seconds")
     return Quote(
         provider=PROVIDER, code=_code(item), received_at=received_at, ts=ts,
-        delay_seconds=int(delay) if isinstance(delay, (int, float)) and not isinstance(delay, bool) else 0,
-        **{ours: _number(item.get(theirs)) for theirs, ours in QUOTE_FIELDS.items()},
+        delay_seconds=_delay(item.get("delay_seconds")),
+        **{ours: _number(item.get(theirs), theirs) for theirs, ours in QUOTE_FIELDS.items()},
     )
 
 
@@ -89,10 +93,7 @@ def parse_message(raw: str | bytes, *, received_at: datetime) -> list[Event | No
         raw = raw.decode("utf-8", errors="replace")
     if raw.strip() == "pong":  # the reply to our text ping: bare text, not JSON
         return []
-    try:
-        message = json.loads(raw)
-    except ValueError as exc:
-        raise UnsupportedMessage(f"invalid JSON: {exc}") from exc
+    message = json_loads(raw)
     if not isinstance(message, dict):
         raise UnsupportedMessage("frame is not a JSON object")
     if "error" in message:

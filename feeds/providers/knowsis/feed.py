@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
+from feeds.logthrottle import throttle_for
 from feeds.pipeline import Pipeline
 from feeds.providers.base import UnsupportedMessage
 from feeds.status import StatusSink
@@ -60,6 +61,7 @@ class KnowsisFeed:
             events = parse_event(event, data, channel=channel, received_at=datetime.now(timezone.utc))
         except UnsupportedMessage as exc:
             self.status.parse_error()
-            log.warning("knowsis: skipped %s on %s (%s): %.2000r", event, channel, exc, data)
+            throttle_for("skipped:knowsis").log(log, logging.WARNING, "knowsis: skipped %s on %s (%s): %.2000r",
+                                                event, channel, exc, data)
             return
         await self.pipeline.submit(events)

@@ -8,12 +8,12 @@ scale is undocumented, so it is kept as Knowsis' own ("knowsis" scale) and never
 
 from __future__ import annotations
 
-import json
+import math
 from datetime import datetime, timezone
 from typing import Any
 
-from feeds.events import Alert, AlertRevoked, ContentUpdated, Event, Quote, Sentiment
-from feeds.providers.base import UnsupportedMessage
+from feeds.events import Alert, AlertRevoked, ContentUpdated, Event, Quote, Sentiment, utc
+from feeds.providers.base import UnsupportedMessage, finite_float, json_loads
 
 __all__ = ["PROVIDER", "IGNORED_EVENTS", "parse_event", "KNOWSIS_PRICE_DELAY"]
 
@@ -30,20 +30,19 @@ def _time(value: Any, field: str) -> datetime:
         raise UnsupportedMessage(f"{field} is not a string: {value!r}")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
+        return utc(parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc))
+    except (ValueError, OverflowError) as exc:  # Overflow: year 1 or 9999 pushed out of range by its offset
         raise UnsupportedMessage(f"bad {field} {value!r}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _number(value: Any, field: str, *, required: bool = False) -> float | None:
     if value is None and not required:
         return None
-    if isinstance(value, bool):
-        raise UnsupportedMessage(f"{field} is a boolean")
-    try:
-        return float(value)  # numbers, and numeric strings such as previous_close
-    except (TypeError, ValueError) as exc:
-        raise UnsupportedMessage(f"{field} is not a number: {value!r}") from exc
+    return finite_float(value, field)  # numbers, and numeric strings such as previous_close
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # arithmetic on extreme prices can overflow to inf
 
 
 def _alert_id(data: dict) -> str:
@@ -62,20 +61,20 @@ def parse_event(event: str, data: str | dict | None, *, channel: str, received_a
     if event in IGNORED_EVENTS:
         return []
     if isinstance(data, str):
-        try:
-            data = json.loads(data) if data.strip() else {}
-        except ValueError as exc:
-            raise UnsupportedMessage(f"data is not JSON: {exc}") from exc
+        data = json_loads(data) if data.strip() else {}
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise UnsupportedMessage("data is not a JSON object")
     common = dict(provider=PROVIDER, code=channel, received_at=received_at)
     if event == "datapoint":
+        score, volume = _number(data.get("sentiment"), "sentiment"), _number(data.get("volume"), "volume")
+        if score is None and volume is None:
+            # Not an empty sample: it would show as "no sentiment" on the board and hide the fault.
+            raise UnsupportedMessage("datapoint with neither sentiment nor volume")
         return [Sentiment(
-            **common, external_id=f"datapoint:{received_at.isoformat()}", ts=received_at,
-            score=_number(data.get("sentiment"), "sentiment"), scale="knowsis",
-            raw_score=str(data.get("sentiment", "")), volume=_number(data.get("volume"), "volume"),
+            **common, external_id=f"datapoint:{received_at.isoformat()}", ts=received_at, score=score,
+            scale="knowsis", raw_score="" if score is None else str(data["sentiment"]), volume=volume,
         )]
     if event == "anomaly_alert_triggered":
         credibility = data.get("credibility") or "unknown"
@@ -90,10 +89,10 @@ def parse_event(event: str, data: str | dict | None, *, channel: str, received_a
     if event == "price":
         last = _number(data.get("last"), "last", required=True)
         previous = _number(data.get("previous_close"), "previous_close")
-        change = last - previous if previous else None
+        change = _finite(last - previous) if previous else None
         return [Quote(
             **common, ts=_time(data["last_trade"], "last_trade") if data.get("last_trade") else received_at,
-            price=last, change=change, change_percent=change / previous * 100 if change is not None else None,
+            price=last, change=change, change_percent=_finite(change / previous * 100) if change is not None else None,
             volume=_number(data.get("volume"), "volume"), delay_seconds=KNOWSIS_PRICE_DELAY,
         )]
     if event == "top_content":

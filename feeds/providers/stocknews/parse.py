@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import datetime
 from typing import Any
 
 from feeds.events import Event, News, Quote, utc
-from feeds.providers.base import Notice, UnsupportedMessage
+from feeds.providers.base import Notice, UnsupportedMessage, json_loads
 
 __all__ = ["PROVIDER", "parse_message", "parse_close_reason", "normalise_score"]
 
@@ -28,11 +29,8 @@ def normalise_score(value: Any, *, scale: float) -> float | None:
     Only a fractional number (a JSON float such as 0.75 or 1.0) of magnitude at most 1 is read
     as a fraction; an integer such as 1 or -1 is already on the documented -100..100 scale.
     """
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
+    number = _float(value)
+    if number is None:
         return None
     if abs(number) <= 1 and not isinstance(value, int):
         number *= scale
@@ -48,7 +46,10 @@ def _time(value: Any) -> datetime:
         raise UnsupportedMessage(f"bad timestamp {value!r}") from exc
     if parsed.tzinfo is None:
         raise UnsupportedMessage(f"timestamp without zone {value!r}")
-    return utc(parsed)
+    try:
+        return utc(parsed)
+    except OverflowError as exc:  # year 1 or 9999 pushed out of range by its UTC offset
+        raise UnsupportedMessage(f"timestamp out of range {value!r}") from exc
 
 
 def _headline(summary: str) -> str:
@@ -70,12 +71,18 @@ def _external_id(data: dict[str, Any]) -> str:
 
 
 def _float(value: Any) -> float | None:
+    """Optional numbers: anything that is not a finite number is left out, not an error."""
     if isinstance(value, bool):
         return None
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []  # a string would be iterated letter by letter
 
 
 def parse_news(message: dict[str, Any], *, received_at: datetime) -> list[Event]:
@@ -87,7 +94,7 @@ def parse_news(message: dict[str, Any], *, received_at: datetime) -> list[Event]
         raise UnsupportedMessage("news without a ticker")
     summary = data.get("summary") if isinstance(data.get("summary"), str) else ""
     tickers = [ticker.strip().upper()]
-    for other in data.get("stockTickers") or []:
+    for other in _list(data.get("stockTickers")):
         if isinstance(other, str) and other.strip() and other.strip().upper() not in tickers:
             tickers.append(other.strip().upper())
     raw_score = data.get("sentimentScore")
@@ -105,7 +112,7 @@ def parse_news(message: dict[str, Any], *, received_at: datetime) -> list[Event]
         raw_sentiment="" if raw_score is None else str(raw_score),
         sentiment_label=str(data.get("sentimentLabel") or "")[:32],
         confidence=abs(c) if (c := normalise_score(data.get("confidence"), scale=100)) is not None else None,
-        key_factors=tuple(str(f) for f in data.get("keyFactors") or [] if isinstance(f, str)),
+        key_factors=tuple(f for f in _list(data.get("keyFactors")) if isinstance(f, str)),
         source=" / ".join(str(data[k]) for k in ("channel", "guild") if data.get(k))[:200],
         price=_float(data.get("price")),
     )
@@ -125,10 +132,7 @@ def parse_message(raw: str | bytes, *, received_at: datetime) -> list[Event | No
     Raises:
         UnsupportedMessage: invalid JSON, an unknown `type`, or a malformed known one.
     """
-    try:
-        message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UnsupportedMessage(f"invalid JSON: {exc}") from exc
+    message = json_loads(raw)
     if not isinstance(message, dict):
         raise UnsupportedMessage("frame is not a JSON object")
     kind = message.get("type")
@@ -147,7 +151,7 @@ def parse_message(raw: str | bytes, *, received_at: datetime) -> list[Event | No
 def parse_close_reason(reason: str) -> dict[str, Any]:
     """The 1008 close reason is a JSON object (`error`, `message`, maybe `expiresAt`)."""
     try:
-        parsed = json.loads(reason)
-    except ValueError:
+        parsed = json_loads(reason)
+    except UnsupportedMessage:
         return {"message": reason}
     return parsed if isinstance(parsed, dict) else {"message": reason}

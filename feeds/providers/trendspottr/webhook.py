@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from datetime import datetime, timezone
 from typing import Any
 
 from feeds.events import Alert
 from feeds.providers.base import UnsupportedMessage
 
-__all__ = ["PROVIDER", "MAX_SECRET_BYTES", "secret_digest", "secret_matches", "without_secret", "event_id_of", "parse_alert_event"]
+__all__ = ["PROVIDER", "MAX_SECRET_BYTES", "MAX_DEPTH", "secret_digest", "secret_matches", "without_secret", "event_id_of",
+           "check_storable", "parse_alert_event"]
 
 PROVIDER = "trendspottr"
 MAX_SECRET_BYTES = 64  # the API's own limit for setWebhook's secret
 LEVELS = ("Elevated", "High", "Extreme")
 UINT64_MAX = 2**64 - 1
+MAX_DEPTH = 32  # a real delivery nests 3 levels; deeper only costs (json.dumps recurses on save)
 
 
 def secret_digest(secret: str) -> str:
@@ -52,6 +55,40 @@ def without_secret(payload: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in payload.items() if key != "secret"}
 
 
+def check_storable(payload: Any) -> None:
+    """Refuse what PostgreSQL's jsonb cannot hold as received, so storing it cannot fail: NUL
+    characters and lone surrogates ("\\u0000", "\\ud800" are valid JSON escapes), non-finite
+    numbers (1e400 reads as inf), and nesting past MAX_DEPTH. Iterative: no recursion to exhaust.
+
+    Raises:
+        UnsupportedMessage: with what was refused.
+    """
+    pending = [(payload, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise UnsupportedMessage(f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key)
+                pending.append((item, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise UnsupportedMessage("a number out of range")
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise UnsupportedMessage("a NUL character in a string")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UnsupportedMessage("a lone surrogate in a string") from exc
+
+
 def _uint64(value: Any, field: str) -> str:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= UINT64_MAX:
         raise UnsupportedMessage(f"{field} is not an unsigned 64-bit integer: {value!r}")
@@ -71,6 +108,15 @@ def _http_url(value: str) -> str:
     return value if value.startswith(("https://", "http://")) else ""
 
 
+def _unix_time(value: Any) -> datetime | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):  # past year 9999: not a time we can keep
+        return None
+
+
 def parse_alert_event(payload: dict[str, Any], *, received_at: datetime) -> list[Alert]:
     """An `alert` event -> one Alert for the audience named by `userid`.
 
@@ -87,9 +133,7 @@ def parse_alert_event(payload: dict[str, Any], *, received_at: datetime) -> list
     level = data.get("level")
     if level not in LEVELS:
         raise UnsupportedMessage(f"unknown level {level!r}")
-    created = payload.get("created")
-    triggered_at = (datetime.fromtimestamp(created, tz=timezone.utc)
-                    if isinstance(created, int) and not isinstance(created, bool) and created > 0 else received_at)
+    triggered_at = _unix_time(payload.get("created")) or received_at
     hashtags = data.get("related_hashtags") if isinstance(data.get("related_hashtags"), list) else []
     return [Alert(
         provider=PROVIDER, code=_uint64(data.get("alert_id"), "alert_id"), received_at=received_at,

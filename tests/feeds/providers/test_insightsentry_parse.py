@@ -63,3 +63,14 @@ def test_ws_error__evicted(received_at):
 def test_malformed_frames_raise_unsupported(raw, received_at):
     with pytest.raises(UnsupportedMessage):
         parse_message(raw, received_at=received_at)
+
+
+def test_ws_quote__flat_null_price(received_at):
+    [quote] = parse("ws_quote__flat_null_price.json", received_at)
+    assert (quote.price, quote.change, quote.bid, quote.ask) == (None, None, 175.49, 175.54)
+
+
+@pytest.mark.parametrize("delay, expected", [(900, 900), (-1, -1), (0, 0), (1e400, 0), (-5, 0), (True, 0)])
+def test_delay_seconds_keeps_end_of_day_and_drops_nonsense(delay, expected, received_at):
+    raw = f'{{"code": "NYSE:XOM", "last_price": 1, "delay_seconds": {delay if delay is not True else "true"}}}'
+    assert parse_message(raw.replace("inf", "1e400"), received_at=received_at)[0].delay_seconds == expected

@@ -185,3 +185,23 @@ async def test_watchlist_changes_subscribe_and_unsubscribe_channels():
             await sim.wait_for(lambda: sim.subscribed("apple-inc") == 1)
             feed.set_watched({"exxon-mobil"})
             await sim.wait_for(lambda: sim.subscribed("exxon-mobil") == 1 and sim.subscribed("apple-inc") == 0)
+
+
+async def test_knowsis_connects_with_pusher_protocol_7():
+    async with KnowsisSimulator(KEY, SECRET, news_interval=None) as sim:
+        feed, status, _ = make_feed(sim)
+        async with running(feed):
+            await sim.wait_for(lambda: status.state == "connected")
+        assert sim.protocols == ["7"]  # pysher 1.0.8 alone asks for 6
+
+
+async def test_a_datapoint_without_sentiment_or_volume_is_a_counted_parse_error_not_a_sample():
+    async with KnowsisSimulator(KEY, SECRET, news_interval=None) as sim:
+        feed, status, pipeline = make_feed(sim)
+        feed.set_watched({"apple-inc"})
+        async with running(feed):
+            await sim.wait_for(lambda: sim.subscribed("apple-inc") == 1)
+            sim.emit("apple-inc", "datapoint", {})
+            sim.emit("apple-inc", "datapoint", {"sentiment": 1, "volume": 2})  # the sentinel: processed after
+            await sim.wait_for(lambda: len(pipeline.events) == 1)
+        assert status.parse_errors == 1 and pipeline.events[0].score == 1.0

@@ -75,3 +75,14 @@ def test_missing_credibility_is_unknown(received_at):
 def test_malformed_events_raise_unsupported(event, data, received_at):
     with pytest.raises(UnsupportedMessage):
         parse_event(event, data, channel=CHANNEL, received_at=received_at)
+
+
+@pytest.mark.parametrize("data", ["{}", '{"sentiment": null, "volume": null}', "", '{"other": 1}'])
+def test_a_datapoint_with_neither_sentiment_nor_volume_is_a_parse_error(data, received_at):
+    with pytest.raises(UnsupportedMessage, match="neither sentiment nor volume"):
+        parse_event("datapoint", data, channel=CHANNEL, received_at=received_at)
+
+
+def test_a_datapoint_with_only_a_volume_is_a_sample(received_at):
+    [sample] = parse_event("datapoint", '{"volume": 3}', channel=CHANNEL, received_at=received_at)
+    assert (sample.score, sample.raw_score, sample.volume) == (None, "", 3.0)

@@ -141,6 +141,14 @@ async def test_protocol_6_as_pysher_sends_it_is_accepted(sim: KnowsisSimulator) 
 
 
 @pytest.mark.asyncio
+async def test_the_protocol_each_client_asks_for_is_recorded(sim: KnowsisSimulator) -> None:
+    for query in ("protocol=7", "client=Pysher&version=1.0.7&protocol=6", "client=js"):
+        async with connect(f"ws://127.0.0.1:{sim.port}/app/{KEY}?{query}", open_timeout=TIMEOUT) as ws:
+            await ws.wait_closed() if query == "client=js" else await recv_json(ws)
+    assert sim.protocols == ["7", "6", ""]
+
+
+@pytest.mark.asyncio
 async def test_unknown_path_is_404(sim: KnowsisSimulator) -> None:
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:
         assert (await http.get(f"http://127.0.0.1:{sim.port}/ws")).status_code == 404
