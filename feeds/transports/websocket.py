@@ -63,6 +63,7 @@ class WebSocketOptions:
     ping_interval: float | None = 20.0  # protocol-level pings detect a half-open link
     ping_timeout: float | None = 20.0
     max_size: int = 1 << 20
+    compression: str | None = "deflate"  # permessage-deflate; None sends text frames as plain UTF-8
     connect_attempts_per_window: int = 10
     connect_window: float = 61.0
 
@@ -148,6 +149,7 @@ class ReconnectingWebSocket:
                 ping_interval=opts.ping_interval,
                 ping_timeout=opts.ping_timeout,
                 max_size=opts.max_size,
+                compression=opts.compression,
             ) as ws:
                 self._ws = ws
                 connected_at = self._clock()
