@@ -63,8 +63,12 @@ def _database_check_future() -> Future:
 
 
 async def _check_database() -> None:
+    check = asyncio.wrap_future(_database_check_future())
+    # A probe that timed out stops waiting but the check finishes later: read its outcome, or
+    # asyncio logs a late failure as "Future exception was never retrieved".
+    check.add_done_callback(lambda done: done.cancelled() or done.exception())
     # shield: a timed-out probe must not cancel the check other probes are waiting on.
-    await asyncio.shield(asyncio.wrap_future(_database_check_future()))
+    await asyncio.shield(check)
 
 
 async def _check_channel_layer() -> None:
