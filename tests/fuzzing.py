@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from feeds.events import Event
+from feeds.providers.base import UnsupportedMessage
 
 # No example database: it would write .hypothesis/ into a working tree several people share.
 FUZZ = settings(max_examples=300, deadline=None, database=None,
@@ -81,3 +83,13 @@ def assert_publishable(events: list) -> None:
     for event in events:
         if isinstance(event, Event):
             json.dumps(event.to_message(), allow_nan=False)
+
+
+def assert_parses_or_skips(parse: Callable[..., list], *args: Any, **kwargs: Any) -> None:
+    """The fuzzing contract of every parser: publishable events, or the one "skip and count"
+    exception (UnsupportedMessage); anything else escapes and fails the test."""
+    try:
+        events = parse(*args, **kwargs)
+    except UnsupportedMessage:
+        return
+    assert_publishable(events)
