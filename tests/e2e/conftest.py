@@ -137,7 +137,8 @@ class Stack:
             except httpx.HTTPError:
                 return False
 
-        wait_until(healthy, what="daphne to answer /healthz")
+        # Generous: on a loaded 2-core CI machine Django's import alone has taken over 20 s.
+        wait_until(healthy, timeout=60, what="daphne to answer /healthz")
 
     def stop_daphne(self) -> None:
         """The server goes away. Daphne drains open sockets on SIGTERM; if that takes long, it

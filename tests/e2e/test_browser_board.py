@@ -449,12 +449,13 @@ def test_the_board_says_why_when_its_user_is_removed_then_deactivated_and_stops_
                  "membership_remove(team=Team.objects.get(name='Alpha Desk'), user=U.objects.get(username='erin'), "
                  "by=U.objects.get(username='alice'))")
     note = erin.locator("#access-note")
-    expect(note).to_have_text("Your access changed: you are no longer a member of Alpha Desk.", timeout=5_000)
+    # The 1 s bound is asserted in tests/dashboard/test_access.py; here a loaded CI machine gets slack.
+    expect(note).to_have_text("Your access changed: you are no longer a member of Alpha Desk.", timeout=15_000)
     expect(erin.locator('[data-symbol="AAPL"]')).to_have_count(0)
     expect(erin.locator("#empty-state")).to_be_visible()
     stack.manage("shell", "-c", "from django.contrib.auth import get_user_model; "
                  "u = get_user_model().objects.get(username='erin'); u.is_active = False; u.save()")
-    expect(note).to_contain_text("Your access changed: this account was deactivated.", timeout=5_000)
+    expect(note).to_contain_text("Your access changed: this account was deactivated.", timeout=15_000)
     expect(note.locator("a.access-login")).to_have_attribute("href", "/login/?next=%2F", timeout=5_000)
     expect(erin.locator("#conn-status")).to_have_attribute("data-state", "ended")
     assert erin.evaluate("window.__sockets") == 1  # no reconnect loop after a close for an auth reason

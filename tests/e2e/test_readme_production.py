@@ -36,7 +36,9 @@ from tests.e2e.conftest import PASSWORD, ROOT, Stack, free_port, wait_until
 from tests.postgres import fresh_database
 from tests.project.test_dependencies import locked
 
-pytestmark = [pytest.mark.stack, pytest.mark.browser]
+# The module's fixture installs a venv and the npm package: on a fresh, loaded CI machine that alone can
+# take minutes, beyond the suite's 120 s per-test default.
+pytestmark = [pytest.mark.stack, pytest.mark.browser, pytest.mark.timeout(900)]
 
 README = ROOT / "README.md"
 PROVIDERS = ("stocknews", "insightsentry", "stocktwits", "knowsis")

@@ -32,7 +32,7 @@ from websockets.asyncio.client import connect
 from tests.e2e.conftest import PASSWORD, ROOT, Stack, free_port, wait_until
 from tests.postgres import fresh_database
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]  # a whole stack starts inside the test
 
 
 def canary(name: str) -> str:
