@@ -29,7 +29,7 @@ from django.utils.module_loading import import_string
 
 from . import metrics
 from .backoff import Backoff
-from .broadcast import publish_events
+from .broadcast import LayerUnavailable, publish_events
 from .db import TRANSIENT_ERRORS, close_broken_connections
 from .events import Event
 from .logging import redact
@@ -104,6 +104,7 @@ class Pipeline:
         self.failed_batches = 0  # store attempts that raised
         self.dropped_units = 0
         self._status = status
+        self._layer_trouble = False  # the last publish failed in the channel layer
         self._depth = metrics.PIPELINE_QUEUE_DEPTH.labels(provider)
         self._stored_total = metrics.EVENTS_STORED.labels(provider)
         self._store_failures = metrics.STORE_FAILURES.labels(provider)
@@ -181,10 +182,24 @@ class Pipeline:
                 new = [*new, *await sink(events=new)]
             except Exception:  # a rule evaluation bug must not stop market data
                 log.exception("event sink failed on %d events", len(new))
+        await self._publish_stored(new)
+
+    async def _publish_stored(self, new: list[Event]) -> None:
+        # Bounded and logged once per outage by the broadcast module; stored events are never
+        # lost by a failed publish: reconnecting browsers fetch them from the snapshot.
         try:
             self.published += await self._publish(new)
+        except LayerUnavailable as exc:
+            if self._status is not None and not self._layer_trouble:
+                self._status.detail("channel_layer", f"unavailable: {exc}"[:300])  # shown in FeedStatus.details
+            self._layer_trouble = True
+            return
         except Exception:
             log.exception("could not publish %d stored events (browsers resync from the database)", len(new))
+            return
+        if self._layer_trouble and self._status is not None:
+            self._status.detail("channel_layer", "ok")
+        self._layer_trouble = False
 
     async def _store_retrying(self, events: list[Event]) -> list[Event]:
         """Store `events` in one transaction; retry while the database is unreachable.

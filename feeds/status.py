@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from asgiref.sync import sync_to_async
 
 from feeds import metrics
-from feeds.broadcast import publish_feed_status
+from feeds.broadcast import LayerUnavailable, publish_feed_status
 
 __all__ = ["StatusSink", "MemoryStatus", "FeedStatusReporter"]
 
@@ -129,6 +129,8 @@ class FeedStatusReporter(MemoryStatus):
         try:
             status = await sync_to_async(self._write_on_live_connection)()
             await publish_feed_status(status)
+        except LayerUnavailable:
+            pass  # bounded, and logged once per outage by feeds/broadcast.py; the row is written
         except Exception:  # status is best effort: a DB or Redis hiccup must not stop the feed
             log.exception("could not write feed status for account %s", self.account_id)
 

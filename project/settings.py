@@ -16,6 +16,9 @@ from pathlib import Path
 import dj_database_url
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -173,6 +176,11 @@ REDIS_CONNECTION = {
     "socket_keepalive_options": tcp_keepalive_options(idle=30, interval=5, count=3),
     "health_check_interval": 25,
     "max_connections": int(os.environ.get("REDIS_MAX_CONNECTIONS", "1000")),
+    # A pooled connection to a Redis that restarted fails on its first use: retry that once, at
+    # once, on a new connection, rather than fail a browser's handshake or a publish. Timeouts
+    # are not retried (a paused Redis would hold a blocking read twice as long).
+    "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    "retry_on_error": [RedisConnectionError],
 }
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -191,6 +199,12 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# The socket timeout above must outlast the consumers' blocking reads, so it cannot bound a
+# publish. Publishers never block-read: feeds/broadcast.py bounds every group_send (a batch of
+# events shares one bound) and, after a failure, waits this long before trying the layer again.
+# Together they keep a stopped or paused Redis from holding a feed worker more than a few seconds.
+CHANNEL_LAYER_SEND_TIMEOUT = float(os.environ.get("CHANNEL_LAYER_SEND_TIMEOUT", "3"))
+CHANNEL_LAYER_RETRY_SECONDS = float(os.environ.get("CHANNEL_LAYER_RETRY_SECONDS", "1"))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
