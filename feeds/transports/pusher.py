@@ -7,8 +7,9 @@ pysher (our chosen client) handles the happy path; its failure handling has meas
   (pong timeout, no-data timeout, `pusher:error` 41xx/42xx) are routed to us by overriding
   `reconnect` on the instance, so *our* policy decides when to connect again: no fixed 10 s
   loop, no `reconnect_interval` stuck at 0 after a 4200.
-- Close codes, which pysher ignores, are read from websocket-client's close callback:
-  4000-4099 stop for good, 4100-4199 back off, 4200-4299 reconnect at once (once in a row).
+- Close codes, which pysher ignores, are read from websocket-client's close callback and
+  classified by `classify` (4000-4099 stop for good, 4100-4199 back off >= 1 s every time,
+  4200-4299 reconnect at once, once in a row); the shared loop (reconnect.py) does the rest.
 - Liveness: WebSocket pings through pysher's socket options, our own `pusher:ping` on quiet
   links, and a watchdog on the time since the last frame: a frozen server is given up quickly.
 - A handshake that never completes is given up after `handshake_timeout`.
@@ -35,7 +36,9 @@ from feeds.backoff import Backoff
 from feeds.logthrottle import throttle_for
 from feeds.status import StatusSink
 
-__all__ = ["PusherOptions", "PusherSupervisor", "close_action"]
+from .reconnect import Classifier, Decision, LinkEnded, ReconnectLoop, Retry, Stop
+
+__all__ = ["PusherOptions", "PusherSupervisor", "classify"]
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +55,22 @@ class PusherOptions:
     watchdog_tick: float = 1.0
 
 
-def close_action(code: int | None) -> str:
-    """Pusher protocol 7 close-code ranges: "stop", "backoff" or "now"."""
+def classify(ended: LinkEnded) -> Decision:
+    """Pusher protocol 7 close-code ranges (pusher.com/docs/pusher_protocol).
+
+    4000-4099: do not reconnect unchanged: stop, `auth_failed` for 4001 (app key) and 4009
+    (unauthorised), `refused` otherwise. 4100-4199: back off, at least 1 s *every* time.
+    4200-4299: reconnect at once (once in a row; a repeat goes through the policy).
+    Anything else (1xxx, a dropped link, a liveness timeout): the policy, at least 1 s on the
+    first retry after a healthy period."""
+    code = ended.close_code
     if code is not None and 4000 <= code <= 4099:
-        return "stop"
+        return Stop("auth_failed" if code in (4001, 4009) else "refused")
+    if code is not None and 4100 <= code <= 4199:
+        return Retry(floor=1.0)
     if code is not None and 4200 <= code <= 4299:
-        return "now"
-    return "backoff"  # 4100-4199, 1xxx, a dropped link, a timeout
+        return Retry(now=True)
+    return Retry(first_floor=1.0)
 
 
 class _Pysher(pysher.Pusher):
@@ -167,6 +179,7 @@ class PusherSupervisor:
         backoff: Backoff | None = None,
         options: PusherOptions | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        classifier: Classifier = classify,
     ) -> None:
         url = urlsplit(endpoint)
         self.name = name
@@ -177,14 +190,14 @@ class PusherSupervisor:
         self.events = tuple(events)
         self.on_event = on_event
         self.status = status
-        self.backoff = backoff or Backoff(base=1.0, cap=60.0, healthy_after=60.0)
+        self.reconnect = ReconnectLoop(name=name, status=status, classify=classifier, sleep=sleep,
+                                  backoff=backoff or Backoff(base=1.0, cap=60.0, healthy_after=60.0))
+        self.backoff = self.reconnect.backoff
         self.options = options or PusherOptions()
-        self._sleep = sleep
         self.channels: set[str] = set()
         self._session: _Session | None = None
         self._subscribed: set[str] = set()
         self._inbox: asyncio.Queue = asyncio.Queue()
-        self._stop = asyncio.Event()
         self.sessions = 0
         # websocket-client has no handshake timeout of its own; this process-wide default
         # bounds the handshake (and only blocking reads, which run_forever does not do).
@@ -192,7 +205,7 @@ class PusherSupervisor:
 
     # -- public --------------------------------------------------------------------------------
     def stop(self) -> None:
-        self._stop.set()
+        self.reconnect.stop()
         self._inbox.put_nowait(("stop",))
 
     def set_channels(self, channels: Iterable[str]) -> None:
@@ -201,45 +214,14 @@ class PusherSupervisor:
             self._sync_subscriptions()
 
     async def run(self) -> None:
-        while not self._stop.is_set():
-            outcome, code, reason = await self._run_session()
-            if self._stop.is_set():
-                break
-            self.status.reconnected()
-            action = close_action(code) if outcome == "closed" else "backoff"
-            error = f"closed {code}: {reason}" if code else reason
-            if action == "stop":
-                state = "auth_failed" if code in (4001, 4009) else "refused"
-                log.error("%s: refused by the server (%s); not reconnecting", self.name, error)
-                await self.status.set_state(state, error=error)
-                return
-            delay = self._delay(action, lasted=self._lasted, code=code if outcome == "closed" else None)
-            log.warning("%s: %s; reconnecting in %.2fs", self.name, error, delay)
-            await self.status.set_state("backing_off", error=error)
-            await self._wait(delay)
-        await self.status.set_state("stopped")
+        await self.reconnect.run(self._connect_once)
 
     # -- one session ---------------------------------------------------------------------------
-    def _delay(self, action: str, *, lasted: float, code: int | None = None) -> float:
-        self.backoff.connection_ended(lasted=lasted)
-        if action == "now" and self.backoff.attempt == 0:
-            self.backoff.attempt += 1  # "reconnect now" once; a repeat goes through the policy
-            return 0.0
-        if action == "backoff":
-            # Protocol 7: 4100-4199 ask for >= 1 s every time, not only after a healthy period
-            # (full jitter alone could come back sooner on the 2nd, 3rd... close).
-            overloaded = code is not None and 4100 <= code <= 4199
-            self.backoff.hold_off(1.0 if overloaded or self.backoff.attempt == 0 else 0.0)
-        return self.backoff.next_delay()
-
-    async def _wait(self, delay: float) -> None:
-        if self._sleep is not None:
-            await self._sleep(delay)
-            return
-        try:
-            await asyncio.wait_for(self._stop.wait(), timeout=delay)
-        except TimeoutError:
-            pass
+    async def _connect_once(self) -> LinkEnded:
+        outcome, code, reason = await self._run_session()
+        code = code if outcome == "closed" else None  # only a close frame or pusher:error has a code
+        return LinkEnded(error=f"closed {code}: {reason}" if code else reason, close_code=code, reason=reason,
+                         lasted=self._lasted)
 
     async def _run_session(self) -> tuple[str, int | None, str]:
         loop = asyncio.get_running_loop()

@@ -3,8 +3,9 @@
 The provider supplies an `SseSession` (the request to make, what to do with each event's
 data, how to read a non-200 status). The loop owns the I/O: a streaming GET with a read
 timeout that doubles as the idle detector, incremental gzip and UTF-8 decoding (httpx's
-`aiter_text`), SSE decoding with a per-event size cap (`SseDecoder`), and reconnects with
-`Backoff` after any cut, timeout or refusal that a retry can fix.
+`aiter_text`), SSE decoding with a per-event size cap (`SseDecoder`). Reconnecting after any cut,
+timeout or refusal the provider's classifier calls retryable is the shared loop in
+feeds/transports/reconnect.py.
 
 Any `httpx.TransportError` is a cut: a stream broken inside a gzip member raises
 `RemoteProtocolError`, not `ReadError` (../shared/notes/reliability.md, "httpx + SSE").
@@ -13,10 +14,9 @@ Any `httpx.TransportError` is a cut: a stream broken inside a gzip member raises
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,17 +26,12 @@ from feeds.backoff import Backoff
 from feeds.logging import redact
 from feeds.status import StatusSink
 
+from .reconnect import Decision, LinkEnded, ReconnectLoop, Sleep
 from .sse_decoder import MAX_EVENT_BYTES, SseDecoder
 
-__all__ = ["StatusAction", "SseRequest", "SseSession", "ReconnectingSse"]
+__all__ = ["SseRequest", "SseSession", "ReconnectingSse"]
 
 log = logging.getLogger(__name__)
-
-
-class StatusAction(enum.Enum):
-    RECONNECT = "reconnect"  # back off, then try again
-    STOP_AUTH = "auth_failed"  # credentials refused: a person must fix them
-    STOP_REFUSED = "refused"  # our request is wrong (e.g. 406): a client bug, retrying cannot help
 
 
 @dataclass(frozen=True)
@@ -54,10 +49,8 @@ class SseSession(Protocol):
 
     async def on_event(self, data: str) -> None: ...
 
-    def classify_status(self, status_code: int) -> StatusAction: ...
-
-
-Sleep = Callable[[float], Awaitable[None]]
+    def classify(self, ended: LinkEnded) -> Decision:
+        """Retry (with which floor) or stop (in which FeedStatus state): see reconnect.py."""
 
 
 class ReconnectingSse:
@@ -78,59 +71,42 @@ class ReconnectingSse:
             raise ValueError("read_timeout must be within 45..75 s for a provider stream")
         self.session = session
         self.status = status
-        self.backoff = backoff or Backoff()
+        self.reconnect = ReconnectLoop(name=session.name, status=status, classify=session.classify, backoff=backoff,
+                                  clock=clock, sleep=sleep)
+        self.backoff = self.reconnect.backoff
         self.max_event_bytes = max_event_bytes
         self._timeout = httpx.Timeout(10.0, read=read_timeout)
         self._transport = transport
         self._clock = clock
-        self._sleep = sleep
-        self._stopping = False
-        self._wake = asyncio.Event()  # set by stop(): ends a stream or a backoff wait early
+        self._wake = asyncio.Event()  # set by stop(): ends a stream early
         self.connections = 0
 
     def stop(self) -> None:
-        self._stopping = True
+        self.reconnect.stop()
         self._wake.set()
 
     async def run(self) -> None:
         headers = {"Accept": "text/event-stream", "Accept-Encoding": "gzip", "Cache-Control": "no-store"}
         async with httpx.AsyncClient(timeout=self._timeout, headers=headers, transport=self._transport) as client:
-            first = True
-            while not self._stopping:
-                if not first:
-                    self.status.reconnected()
-                first = False
-                connected_at = self._clock()
-                action, error = await self._stream_once(client)
-                if self._stopping:
-                    break
-                if action is not StatusAction.RECONNECT:
-                    log.error("%s: %s; not reconnecting", self.session.name, error)
-                    await self.status.set_state(action.value, error=error)
-                    return
-                self.backoff.connection_ended(lasted=self._clock() - connected_at)
-                delay = self.backoff.next_delay()
-                log.warning("%s: %s; reconnecting in %.2fs", self.session.name, error, delay)
-                await self.status.set_state("backing_off", error=error)
-                if self._sleep is not None:
-                    await self._sleep(delay)
-                else:
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
-                    except TimeoutError:
-                        pass
-        await self.status.set_state("stopped")
+            await self.reconnect.run(lambda: self._stream_once(client))
 
-    async def _stream_once(self, client: httpx.AsyncClient) -> tuple[StatusAction, str]:
+    async def _stream_once(self, client: httpx.AsyncClient) -> LinkEnded:
         await self.status.set_state("connecting")
         request = await self.session.request()
+        connected_at: float | None = None
+
+        def ended(error: str, **kwargs) -> LinkEnded:
+            lasted = self._clock() - connected_at if connected_at is not None else 0.0
+            return LinkEnded(error=error, lasted=lasted, **kwargs)
+
         try:
             async with client.stream("GET", request.url, params=request.params, auth=request.auth) as response:
                 if response.status_code != 200:
                     body = (await response.aread())[:300].decode("utf-8", errors="replace").strip()
-                    return self.session.classify_status(response.status_code), f"HTTP {response.status_code}: {body}"
+                    return ended(f"HTTP {response.status_code}: {body}", http_status=response.status_code)
                 if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                    return StatusAction.RECONNECT, f"unexpected content type {response.headers.get('content-type')!r}"
+                    return ended(f"unexpected content type {response.headers.get('content-type')!r}")
+                connected_at = self._clock()
                 self.connections += 1
                 await self.status.set_state("connected")
                 decoder = SseDecoder(max_event_bytes=self.max_event_bytes)
@@ -140,11 +116,11 @@ class ReconnectingSse:
                 stopper.cancel()
                 if reader not in done:
                     reader.cancel()
-                    return StatusAction.RECONNECT, "stopping"
+                    return ended("stopping")
                 reader.result()
-                return StatusAction.RECONNECT, "stream ended by the server"
+                return ended("stream ended by the server")
         except httpx.TransportError as exc:  # cut, reset, timeout, broken gzip
-            return StatusAction.RECONNECT, redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            return ended(redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__))
 
     async def _read(self, response: httpx.Response, decoder: SseDecoder) -> None:
         dropped = 0

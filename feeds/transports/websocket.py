@@ -1,22 +1,18 @@
 """A reconnecting WebSocket client loop, provider-agnostic.
 
 The provider supplies a `WebSocketSession` (URL, the frames to replay after each connect,
-what to do with each text frame, how to read a close). This loop owns the I/O: connect with a
-handshake timeout, keep-alive pings, the application heartbeat, rate-limited sends through an
-`Outbox`, reconnect with `Backoff`, and a connection-attempt budget.
-
-Why not `async for ws in websockets.connect(...)`: its backoff resets at every handshake, so a
-server that accepts and then closes is retried in a tight loop. Here the policy resets only
-after a healthy period (see feeds/backoff.py).
+what to do with each text frame, and a classifier: how a close or refusal ends, retry or stop).
+This module owns one connection's I/O: connect with a handshake timeout, keep-alive pings, the
+application heartbeat, rate-limited sends through an `Outbox`. Reconnecting (backoff, the
+connection-attempt budget, retry-or-stop) is the shared loop in feeds/transports/reconnect.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,14 +24,11 @@ from feeds.logging import redact
 from feeds.outbox import Outbox, SlidingWindow
 from feeds.status import StatusSink
 
-__all__ = ["CloseAction", "WebSocketSession", "WebSocketOptions", "ReconnectingWebSocket"]
+from .reconnect import Decision, LinkEnded, ReconnectLoop, Sleep, describe_close
+
+__all__ = ["WebSocketSession", "WebSocketOptions", "ReconnectingWebSocket"]
 
 log = logging.getLogger(__name__)
-
-
-class CloseAction(enum.Enum):
-    RECONNECT = "reconnect"  # back off, then try again
-    STOP_AUTH = "stop_auth"  # credentials or subscription refused: never retry by ourselves
 
 
 class WebSocketSession(Protocol):
@@ -48,8 +41,8 @@ class WebSocketSession(Protocol):
 
     async def on_text(self, text: str) -> None: ...
 
-    def classify_close(self, code: int | None, reason: str) -> tuple[CloseAction, str]:
-        """Decide what a close means; the string is the error shown in FeedStatus."""
+    def classify(self, ended: LinkEnded) -> Decision:
+        """Retry (with which floor) or stop (in which FeedStatus state): see reconnect.py."""
 
     def heartbeat(self) -> tuple[str, str] | None:
         """`(kind, frame)` sent every `heartbeat_interval` seconds, or None."""
@@ -68,9 +61,6 @@ class WebSocketOptions:
     connect_window: float = 61.0
 
 
-Sleep = Callable[[float], Awaitable[None]]
-
-
 class ReconnectingWebSocket:
     def __init__(
         self,
@@ -87,18 +77,19 @@ class ReconnectingWebSocket:
         self.outbox = outbox
         self.status = status
         self.options = options or WebSocketOptions()
-        self.backoff = backoff or Backoff()
         self._clock = clock
-        self._sleep = sleep or self._interruptible_sleep
-        self._attempts = SlidingWindow(self.options.connect_attempts_per_window, self.options.connect_window)
-        self._stop = asyncio.Event()
+        self.reconnect = ReconnectLoop(
+            name=session.name, status=status, classify=session.classify, backoff=backoff, clock=clock, sleep=sleep,
+            attempts=SlidingWindow(self.options.connect_attempts_per_window, self.options.connect_window),
+        )
+        self.backoff = self.reconnect.backoff
         self._wake = asyncio.Event()
         self._ws: ClientConnection | None = None
         self.connections = 0  # successful handshakes, for tests and status
 
     # -- public -------------------------------------------------------------------------
     def stop(self) -> None:
-        self._stop.set()
+        self.reconnect.stop()
         self._wake.set()
         if self._ws is not None:
             asyncio.ensure_future(self._ws.close(1000, "client stopping"))
@@ -110,37 +101,14 @@ class ReconnectingWebSocket:
 
     async def run(self) -> None:
         """Connect and reconnect until stopped or until the provider refuses us for good."""
-        first = True
-        while not self._stop.is_set():
-            wait = self._attempts.wait_time(self._clock())
-            if wait > 0:
-                log.info("%s: connection attempt budget spent, waiting %.1fs", self.session.name, wait)
-                await self._sleep(wait)
-                continue
-            self._attempts.record(self._clock())
-            if not first:
-                self.status.reconnected()
-            first = False
-            action, error, lasted = await self._connect_once()
-            if self._stop.is_set():
-                break
-            if action is CloseAction.STOP_AUTH:
-                log.error("%s: refused by provider, not reconnecting: %s", self.session.name, error)
-                await self.status.set_state("auth_failed", error=error)
-                return
-            self.backoff.connection_ended(lasted=lasted)
-            delay = self.backoff.next_delay()
-            log.warning("%s: %s; reconnecting in %.2fs", self.session.name, error, delay)
-            await self.status.set_state("backing_off", error=error)
-            await self._sleep(delay)
-        await self.status.set_state("stopped")
+        await self.reconnect.run(self._connect_once)
 
     # -- one connection -----------------------------------------------------------------
-    async def _connect_once(self) -> tuple[CloseAction, str, float]:
-        """Returns what to do next, the error text, and how long the connection was up."""
+    async def _connect_once(self) -> LinkEnded:
         opts = self.options
         await self.status.set_state("connecting")
         connected_at: float | None = None
+        code, status_code = None, None
         try:
             async with connect(
                 self.session.url(),
@@ -161,18 +129,17 @@ class ReconnectingWebSocket:
                 await self._serve(ws)
             code, reason = ws.close_code, ws.close_reason or ""
         except InvalidStatus as exc:
-            code, reason = None, f"handshake refused with HTTP {exc.response.status_code}"
+            status_code = exc.response.status_code
+            reason = f"handshake refused with HTTP {status_code}"
         except ConnectionClosed as exc:  # raised by the handshake or a send on a dead link
             code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None, "connection lost")
         except (OSError, TimeoutError, InvalidHandshake) as exc:
-            code, reason = None, redact(f"{type(exc).__name__}: {exc}") or type(exc).__name__
+            reason = redact(f"{type(exc).__name__}: {exc}") or type(exc).__name__
         finally:
             self._ws = None
         lasted = self._clock() - connected_at if connected_at is not None else 0.0
-        if code is None:
-            return CloseAction.RECONNECT, reason, lasted
-        action, error = self.session.classify_close(code, reason)
-        return action, error, lasted
+        error = describe_close(code, reason) if code is not None else reason
+        return LinkEnded(error=error, close_code=code, http_status=status_code, reason=reason, lasted=lasted)
 
     async def _serve(self, ws: ClientConnection) -> None:
         tasks = [asyncio.create_task(self._send_loop(ws)), asyncio.create_task(self._heartbeat_loop())]
@@ -205,9 +172,3 @@ class ReconnectingWebSocket:
         while True:
             await asyncio.sleep(self.options.heartbeat_interval)
             self.send_soon(*beat)
-
-    async def _interruptible_sleep(self, delay: float) -> None:
-        try:
-            await asyncio.wait_for(self._stop.wait(), timeout=delay)
-        except TimeoutError:
-            pass

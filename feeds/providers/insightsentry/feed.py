@@ -19,18 +19,26 @@ from feeds.outbox import TOTAL, Outbox
 from feeds.pipeline import Pipeline
 from feeds.providers.base import Notice, parse_counted
 from feeds.status import StatusSink
-from feeds.transports.websocket import CloseAction, ReconnectingWebSocket, WebSocketOptions
+from feeds.transports.reconnect import Decision, LinkEnded, Retry
+from feeds.transports.websocket import ReconnectingWebSocket, WebSocketOptions
 
 from .parse import FATAL_ERRORS, PROVIDER, parse_message
 from .subscription import SeriesSettings, build_subscribe
 
-__all__ = ["InsightSentryFeed"]
+__all__ = ["InsightSentryFeed", "classify"]
 
 log = logging.getLogger(__name__)
 
 # Undocumented limit reported by users: ~300 messages per 5 minutes are honoured. Stay far below.
 CLIENT_LIMITS = {"subscribe": 10, "ping": 10, TOTAL: 30}
 FATAL_HOLD_OFF = 300.0  # seconds: after max_connections_exceeded / connection_evicted
+
+
+def classify(ended: LinkEnded, *, fatal_error: str | None = None, hold_off: float = FATAL_HOLD_OFF) -> Decision:
+    """Every end is retried. After a fatal provider error on that link (`fatal_error`, one of
+    FATAL_ERRORS) reconnecting at once would be refused again, or evict our other session:
+    the next attempt waits at least `hold_off`."""
+    return Retry(floor=hold_off) if fatal_error in FATAL_ERRORS else Retry()
 
 
 class InsightSentryFeed:
@@ -57,6 +65,7 @@ class InsightSentryFeed:
         self.fatal_hold_off = fatal_hold_off
         self.codes: frozenset[str] = frozenset()
         self._frame: str | None = None
+        self._fatal_error: str | None = None  # the fatal provider error seen on the current link
         self.transport = ReconnectingWebSocket(
             self,
             Outbox(CLIENT_LIMITS, priority=("subscribe", "ping")),
@@ -99,14 +108,15 @@ class InsightSentryFeed:
         return self.endpoint
 
     def on_open(self, outbox: Outbox) -> None:
+        self._fatal_error = None
         if self._frame:
             outbox.offer("subscribe", self._frame)
 
     def heartbeat(self) -> tuple[str, str]:
         return "ping", "ping"
 
-    def classify_close(self, code: int | None, reason: str) -> tuple[CloseAction, str]:
-        return CloseAction.RECONNECT, f"closed {code}{': ' + reason if reason else ''}"
+    def classify(self, ended: LinkEnded) -> Decision:
+        return classify(ended, fatal_error=self._fatal_error, hold_off=self.fatal_hold_off)
 
     async def on_text(self, text: str) -> None:
         items = parse_counted(parse_message, text, status=self.status, name=self.name, received_at=datetime.now(timezone.utc))
@@ -124,6 +134,4 @@ class InsightSentryFeed:
         log.warning("insightsentry: %s", text)
         self.status.error(text)
         if error in FATAL_ERRORS:
-            # Reconnecting at once would be refused again (or evict our other session):
-            # the next reconnect waits long, and the reason stays in FeedStatus.
-            self.transport.backoff.hold_off(self.fatal_hold_off)
+            self._fatal_error = error  # the link's end is then classified with a long hold-off

@@ -16,7 +16,7 @@ from feeds.logthrottle import throttle_for
 from feeds.pipeline import Pipeline
 from feeds.providers.base import UnsupportedMessage
 from feeds.status import StatusSink
-from feeds.transports.pusher import PusherSupervisor
+from feeds.transports.pusher import PusherSupervisor, classify
 
 from .parse import IGNORED_EVENTS, PROVIDER, parse_event
 
@@ -37,7 +37,9 @@ class KnowsisFeed:
         self.status = status
         self.ignored = 0
         self.supervisor = PusherSupervisor(name=PROVIDER, endpoint=endpoint, key=key, secret=secret, events=EVENTS,
-                                           on_event=self.on_event, status=status, **supervisor_kwargs)
+                                           on_event=self.on_event, status=status,
+                                           classifier=classify,  # Pusher protocol 7 close-code ranges, as is
+                                           **supervisor_kwargs)
 
     @classmethod
     def from_account(cls, account, **kwargs) -> KnowsisFeed:

@@ -21,11 +21,12 @@ from feeds.outbox import TOTAL, Outbox
 from feeds.pipeline import Pipeline
 from feeds.providers.base import Notice, parse_counted
 from feeds.status import StatusSink
-from feeds.transports.websocket import CloseAction, ReconnectingWebSocket, WebSocketOptions
+from feeds.transports.reconnect import Decision, LinkEnded, Retry, Stop
+from feeds.transports.websocket import ReconnectingWebSocket, WebSocketOptions
 
 from .parse import PROVIDER, parse_close_reason, parse_message
 
-__all__ = ["StockNewsFeed", "CLIENT_LIMITS"]
+__all__ = ["StockNewsFeed", "CLIENT_LIMITS", "classify"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,18 @@ PING_FRAME = json.dumps({"type": "ping"})
 
 def subscribe_frame(tickers: Iterable[str]) -> str:
     return json.dumps({"type": "subscribe", "tickers": sorted(tickers)})
+
+
+def classify(ended: LinkEnded) -> Decision:
+    """Close 1008 = token or subscription refused: stop (auth_failed), never reconnect by
+    ourselves. Anything else (other closes, cuts, timeouts, handshake statuses) backs off."""
+    if ended.close_code == 1008:
+        detail = parse_close_reason(ended.reason)
+        words = ": ".join(str(detail[k]) for k in ("error", "message") if detail.get(k)) or "policy violation"
+        if detail.get("expiresAt"):
+            words += f" (expired {detail['expiresAt']})"
+        return Stop("auth_failed", error=f"closed 1008: {words}")
+    return Retry()
 
 
 class StockNewsFeed:
@@ -102,14 +115,8 @@ class StockNewsFeed:
     def heartbeat(self) -> tuple[str, str]:
         return "ping", PING_FRAME
 
-    def classify_close(self, code: int | None, reason: str) -> tuple[CloseAction, str]:
-        if code == 1008:
-            detail = parse_close_reason(reason)
-            words = ": ".join(str(detail[k]) for k in ("error", "message") if detail.get(k)) or "policy violation"
-            if detail.get("expiresAt"):
-                words += f" (expired {detail['expiresAt']})"
-            return CloseAction.STOP_AUTH, f"closed 1008: {words}"
-        return CloseAction.RECONNECT, f"closed {code}{': ' + reason if reason else ''}"
+    def classify(self, ended: LinkEnded) -> Decision:
+        return classify(ended)
 
     async def on_text(self, text: str) -> None:
         items = parse_counted(parse_message, text, status=self.status, name=self.name, received_at=datetime.now(timezone.utc))

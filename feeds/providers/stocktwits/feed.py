@@ -20,13 +20,25 @@ from feeds.db import live_connection
 from feeds.pipeline import Pipeline
 from feeds.providers.base import parse_counted
 from feeds.status import StatusSink
-from feeds.transports.sse import ReconnectingSse, SseRequest, StatusAction
+from feeds.transports.reconnect import Decision, LinkEnded, Retry, Stop
+from feeds.transports.sse import ReconnectingSse, SseRequest
 
 from .parse import PROVIDER, parse_message
 
-__all__ = ["StockTwitsFeed"]
+__all__ = ["StockTwitsFeed", "classify"]
 
 log = logging.getLogger(__name__)
+
+
+def classify(ended: LinkEnded) -> Decision:
+    """401: credentials refused, a person must fix them (auth_failed). 406: our request is wrong
+    (no gzip), a client bug a retry cannot fix (refused). 503, any other status, a cut or a
+    timeout: back off and reconnect, resuming from the stored cursor (see `request`)."""
+    if ended.http_status == 401:
+        return Stop("auth_failed")
+    if ended.http_status == 406:
+        return Stop("refused")
+    return Retry()
 
 
 @live_connection  # re-read after every cut, database hiccups included
@@ -81,12 +93,8 @@ class StockTwitsFeed:
         params = {"seq_id": self.cursor} if self.cursor else {}
         return SseRequest(url=self.endpoint, params=params, auth=self._auth)
 
-    def classify_status(self, status_code: int) -> StatusAction:
-        if status_code == 401:
-            return StatusAction.STOP_AUTH
-        if status_code == 406:
-            return StatusAction.STOP_REFUSED
-        return StatusAction.RECONNECT
+    def classify(self, ended: LinkEnded) -> Decision:
+        return classify(ended)
 
     async def on_event(self, data: str) -> None:
         posts = parse_counted(parse_message, data, status=self.status, name=self.name, received_at=datetime.now(timezone.utc))

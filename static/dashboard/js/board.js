@@ -1,11 +1,11 @@
 /*
- * Tickerwire live board. Flow: connect() opens the WebSocket; after every open we re-fetch the
- * snapshot, merge it into the in-memory model (DOM rebuilt only if the watchlist structure changed),
+ * Tickerwire live board. The socket, its reconnect policy, heartbeat, status indicator and the
+ * "access ended" handling are the shared live.js (window.TickerwireLive). After every open we re-fetch
+ * the snapshot, merge it into the in-memory model (DOM rebuilt only if the watchlist structure changed),
  * then send {"type":"watch"}. Messages dispatch via MESSAGE_HANDLERS (by type) and EVENT_HANDLERS
  * (by event kind); handlers update the model and mark rows dirty; one requestAnimationFrame renders
- * the dirty rows. On close: "Reconnecting…", retry with full-jitter exponential backoff; except a close
- * for an auth reason (44xx: signed out, password changed, account deactivated), which is never retried
- * blindly: the board says why, with a link to log in (dashboard/consumers.py ACCESS_ENDED).
+ * the dirty rows. When access ended for good (44xx close), the board says why in #access-note, with a
+ * link to log in.
  * Security: provider strings reach the DOM only via textContent / setAttribute (safe attributes).
  */
 "use strict";
@@ -13,19 +13,17 @@
   const board = document.getElementById("board");
   if (!board) return;
   const $ = (id) => document.getElementById(id);
-  const statusEl = $("conn-status"), listsEl = $("watchlists"), emptyEl = $("empty-state"), noteEl = $("board-note");
+  const listsEl = $("watchlists"), emptyEl = $("empty-state"), noteEl = $("board-note");
   const accessEl = $("access-note");
   const { snapshotUrl, wsPath } = board.dataset;
   const loginUrl = board.dataset.loginUrl || "/login/";
-  const MAX_NEWS = 5, PING_MS = 25000, STABLE_MS = 30000, MAX_BACKOFF_MS = 30000, FLASH_MS = 600;
-  const STATUS_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", ended: "Disconnected" };
+  const MAX_NEWS = 5, FLASH_MS = 600;
 
   const model = new Map(); // instrument id -> {quote, news[]}
   const rows = new Map(); // instrument id -> [row parts]; an instrument may sit in several watchlists
   const dirty = new Set();
   let watchlistIds = [], structureKey = null, frameScheduled = false;
-  let socket = null, attempt = 0, stopped = false, lastSeen = 0, pingTimer, stableTimer, retryTimer;
-  let endedReason = "", authCloses = 0;
+  let live = null, stopped = false; // the TickerwireLive connection; stopped: leaving for the login page
 
   /* ---------- DOM helpers ---------- */
   function el(tag, cls, text) {
@@ -49,11 +47,6 @@
     const hadValue = node.textContent !== "";
     node.textContent = text;
     if (hadValue) flash(node, dir);
-  }
-
-  function setStatus(state) {
-    statusEl.setAttribute("data-state", state);
-    statusEl.textContent = STATUS_TEXT[state];
   }
 
   /* ---------- formatting ---------- */
@@ -301,7 +294,7 @@
   /* ---------- snapshot ---------- */
   function goToLogin() {
     stopped = true;
-    if (socket) socket.close();
+    if (live) live.stop();
     location.assign(loginUrl + "?next=" + encodeURIComponent(location.pathname + location.search));
   }
 
@@ -373,46 +366,22 @@
       if (handler && handler(ev)) markDirty(ev.instrument_id);
     },
     error: (msg) => console.warn("server error:", msg.error, msg.detail),
-    revoked: (msg) => { // access changed: say why, then a fresh snapshot and watch again
-      if (msg.reason) showAccess(String(msg.reason));
-      resync(false);
-    },
-    access_ended: (msg) => { endedReason = String(msg.reason || ""); }, // the close follows
-    watchlist_changed: () => resync(false), // a teammate added or removed an instrument
+    revoked: (msg) => { if (msg.reason) showAccess(String(msg.reason)); }, // live.js then resyncs (onRevoked)
+    watchlist_changed: () => live.resync((send) => resync(send, false)), // a teammate added or removed an instrument
+    access_ended: () => {}, // live.js keeps the reason for the close that follows
     pong: () => {},
   };
 
-  function onMessage(e) {
-    lastSeen = Date.now();
-    let msg = null;
-    try { msg = JSON.parse(e.data); } catch (_) { console.warn("unparseable message", e.data); }
-    const handler = msg && MESSAGE_HANDLERS[msg.type];
+  function onMessage(msg) {
+    const handler = MESSAGE_HANDLERS[msg.type];
     if (handler) handler(msg);
   }
 
   /* ---------- connection ---------- */
-  function send(sock, payload) {
-    if (sock && sock === socket && sock.readyState === WebSocket.OPEN) sock.send(JSON.stringify(payload));
-  }
-
-  function resync(reuse) { // snapshot first, then (re)subscribe; on failure reconnect with backoff
-    const sock = socket;
-    refreshSnapshot(reuse).then(() => send(sock, { type: "watch", watchlists: watchlistIds }), (err) => {
-      if (stopped) return;
-      console.warn("snapshot failed:", err);
-      if (sock) sock.close();
-    });
-  }
-
-  function onOpen(sock) {
-    setStatus("live");
-    lastSeen = Date.now();
-    stableTimer = setTimeout(() => { attempt = 0; }, STABLE_MS);
-    pingTimer = setInterval(() => {
-      if (Date.now() - lastSeen > 2 * PING_MS + 10000) sock.close(); // silent socket: recycle it
-      else send(sock, { type: "ping" });
-    }, PING_MS);
-    resync(true);
+  // Snapshot first, then (re)subscribe. A failure rejects: live.js closes the socket and reconnects
+  // with its backoff. reuse=true joins a snapshot fetch already in flight (e.g. the page load's).
+  function resync(send, reuse) {
+    return refreshSnapshot(reuse).then(() => send({ type: "watch", watchlists: watchlistIds }));
   }
 
   /* ---------- access changes ---------- */
@@ -427,58 +396,20 @@
     accessEl.hidden = false;
   }
 
-  // A 44xx close: this socket's session no longer logs in. If the browser still has a session (it
-  // changed its own password, so Django rotated its key), reconnect; otherwise stop and say why. The
-  // probe waits a second so the response carrying the new session cookie can land first.
-  const AUTH_PROBE_DELAY_MS = 1000, MAX_AUTH_CLOSES = 3;
-  function onAccessEnded(code, reason) {
-    stopped = true;
-    setStatus("ended");
-    const why = reason || (code === 4403 ? "Your access changed: this account was deactivated." : "Signed out.");
-    const giveUp = () => showAccess(why, true);
-    if (++authCloses > MAX_AUTH_CLOSES) return giveUp();
-    setTimeout(() => fetch(location.pathname + location.search,
-      { credentials: "same-origin", redirect: "manual", cache: "no-store" })
-      .then((res) => { if (!res.ok) return giveUp(); stopped = false; setStatus("reconnecting"); connect(); }, giveUp),
-    AUTH_PROBE_DELAY_MS);
-  }
-
-  function onClose(opened, event) {
-    socket = null;
-    clearInterval(pingTimer);
-    clearTimeout(stableTimer);
-    if (stopped) return;
-    if (event && event.code >= 4400 && event.code < 4500) {
-      onAccessEnded(event.code, endedReason || event.reason);
-      endedReason = "";
-      return;
-    }
-    setStatus("reconnecting");
-    if (!opened) refreshSnapshot(true).catch(() => {}); // handshake refused: session expired? (-> login)
-    if (retryTimer) return;
-    const delay = Math.random() * Math.min(MAX_BACKOFF_MS, 500 * 2 ** attempt);
-    attempt += 1;
-    retryTimer = setTimeout(() => { retryTimer = null; connect(); }, delay);
-  }
-
-  function connect() {
-    const sock = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + wsPath);
-    let opened = false;
-    socket = sock;
-    const mine = (fn) => (e) => { if (sock === socket) fn(e); };
-    sock.addEventListener("open", mine(() => { opened = true; onOpen(sock); }));
-    sock.addEventListener("message", mine(onMessage));
-    sock.addEventListener("error", mine(() => setStatus("reconnecting")));
-    sock.addEventListener("close", mine((e) => onClose(opened, e)));
-  }
-
   // Relative news times age: re-check every row twice a minute (batched; unchanged lists are kept).
   setInterval(() => model.forEach((_, id) => markDirty(id)), 30000);
 
-  setStatus("connecting");
   refreshSnapshot(false).catch((err) => {
     if (!stopped) noteEl.textContent = "Could not load the board yet; retrying…";
     console.warn("snapshot failed:", err);
   });
-  connect();
+  live = window.TickerwireLive.connect({
+    wsPath,
+    loginUrl,
+    onOpen: (send) => resync(send, true),
+    onRevoked: (send) => resync(send, false), // access changed: a fresh snapshot, then watch again
+    onMessage,
+    onEnded: (why) => showAccess(why, true),
+    onClose: (opened) => { if (!opened) refreshSnapshot(true).catch(() => {}); }, // refused: session expired? (-> login)
+  });
 })();
