@@ -4,6 +4,7 @@ the production defaults are pinned separately."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 
@@ -109,3 +110,31 @@ async def test_every_close_4100_to_4199_waits_at_least_a_second_not_only_the_fir
     policy = Backoff(base=1, cap=60, rng=random.Random(4))
     assert delays == [max(1.0, policy.next_delay()) for _ in codes]
     assert sim.connection_attempts == len(codes) + 1
+
+
+async def test_accept_then_close_at_the_tcp_level_stays_within_the_backoff_policy(fault_proxy):
+    """The server's handshake answer passes, then the link drops without a close frame: pysher's own
+    fixed 10 s reconnect is not used; each attempt follows feeds/backoff.py (scaled down), never reset
+    by a handshake, each wait really waited."""
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        await asyncio.sleep(delay)
+
+    def policy() -> Backoff:
+        return Backoff(base=0.05, cap=2.0, healthy_after=2.0, rng=random.Random(8))
+
+    async with KnowsisSimulator(KEY, SECRET, news_interval=None) as sim:
+        proxy = await fault_proxy(sim.port)
+        proxy.accept_then_close = True
+        feed, status, _ = knowsis(proxy.port, sleep=sleep, backoff=policy())
+        async with running(feed):
+            await proxy.wait_for(lambda: proxy.accepted >= 6, timeout=20)
+    expected = policy()
+    draws = [expected.next_delay() for _ in delays]
+    # An unclean drop after a healthy link waits >= 1 s the first time (pusher.classify), then the policy.
+    assert len(delays) >= 5 and delays == [max(1.0, draws[0]), *draws[1:]]
+    gaps = [b - a for a, b in zip(proxy.accepted_at, proxy.accepted_at[1:])]
+    assert all(gap >= delay for gap, delay in zip(gaps, delays))
+    assert sim.connection_attempts >= 5 and status.state not in ("auth_failed", "refused")

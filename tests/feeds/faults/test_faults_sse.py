@@ -5,6 +5,7 @@ pinned separately."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import random
@@ -101,3 +102,32 @@ async def test_production_read_timeout_detects_a_black_hole_after_the_providers_
     assert timeout.connect is not None and timeout.connect <= 10
     with pytest.raises(ValueError):  # a short read timeout in production would cut healthy streams
         stocktwits("http://127.0.0.1:9/sentiment", read_timeout=READ_TIMEOUT)
+
+
+async def test_accept_then_close_stays_within_the_backoff_policy(fault_proxy):
+    """A server that answers 200 and then drops every stream at once: the reconnects follow
+    feeds/backoff.py (scaled 30x down), never reset by a successful response, each wait really waited."""
+    scale = 30
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        await asyncio.sleep(delay)
+
+    def policy() -> Backoff:
+        return Backoff(base=1.0 / scale, cap=60.0 / scale, healthy_after=60.0 / scale, rng=random.Random(8))
+
+    async with StockTwitsSimulator([":".join(CREDS)], interval=None, seed=5) as sim:
+        proxy = await fault_proxy(sim.port)
+        proxy.accept_then_close = True
+        status = MemoryStatus()
+        feed = StockTwitsFeed(endpoint=f"http://127.0.0.1:{proxy.port}/sentiment", username=CREDS[0],
+                              password=CREDS[1], pipeline=Pipeline(), status=status, backoff=policy(), sleep=sleep)
+        async with running(feed):
+            await proxy.wait_for(lambda: proxy.accepted >= 7, timeout=60.0 / scale + 3)
+        assert len(sim.sent) >= 6  # the streams were accepted by the provider: the proxy cut them after its answer
+    expected = policy()
+    assert len(delays) >= 6 and delays == [expected.next_delay() for _ in delays]
+    gaps = [b - a for a, b in zip(proxy.accepted_at, proxy.accepted_at[1:])]
+    assert all(gap >= delay for gap, delay in zip(gaps, delays))
+    assert status.state != "auth_failed" and status.reconnects >= 6
