@@ -352,6 +352,9 @@ def test_sparkline_flash_and_the_settings_test_notification(browser, stack: Stac
     stack.control("emit_quote", sim="insightsentry", code="NYSE:JPM", price="321.5")
     expect(carol.locator('[data-symbol="JPM"] .quote-price.flash').first).to_be_attached(timeout=15_000)  # flashes
     carol.click("text=Settings")
+    # The button's handler comes from a deferred script: click once the page has run it, as a person would.
+    carol.wait_for_url(re.compile(r"/settings/$"))
+    carol.wait_for_load_state("domcontentloaded")
     carol.click("#test-notification")
     expect(carol.locator("#test-result")).to_have_text("A test notification was sent.")
     assert carol.evaluate("window.__notes")[-1]["title"] == "Tickerwire"
