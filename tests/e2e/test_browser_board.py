@@ -331,6 +331,8 @@ def test_knowsis_sentiment_on_the_tile_and_a_revoked_alert_on_the_instrument_tim
     alice.click('[data-symbol="MSFT"] a.inst-symbol')
     item = alice.locator(f'#timeline [data-alert-id="knowsis:{alert_id}"]')
     expect(item).to_be_visible(timeout=15_000)
+    # The page snapshots before it subscribes (issue 11 makes that gap-free): emit once it is live.
+    expect(alice.locator("#conn-status")).to_have_attribute("data-state", "live", timeout=15_000)
     stack.control("emit", sim="knowsis", channel="microsoft-corp", event="anomaly_alert_removed",
                   data=json.dumps({"alert_id": alert_id}))
     expect(item).to_have_class("alert-item revoked", timeout=15_000)
