@@ -42,3 +42,14 @@ async def until(predicate: Callable[[], bool], timeout: float, what: str = "cond
     except TimeoutError:
         raise AssertionError(f"{what}: not within {timeout}s") from None
     return time.monotonic() - started
+
+
+def recording_sleep(delays: list[float]) -> Callable[[float], object]:
+    """A transport's `sleep`: waits for real and records each delay, so a test can compare the
+    waits with the backoff policy's draws and with the gaps the proxy saw between connections."""
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        await asyncio.sleep(delay)
+
+    return sleep

@@ -4,7 +4,6 @@ the production defaults are pinned separately."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 
@@ -20,7 +19,7 @@ from feeds.transports.pusher import PusherOptions
 from tests.faultproxy import fault_proxy  # noqa: F401 (fixture)
 from tests.feedrunner import CollectingPipeline, running
 
-from .common import UTF8_TEXT, normalised, until
+from .common import UTF8_TEXT, normalised, recording_sleep, until
 
 pytestmark = pytest.mark.asyncio
 KEY, SECRET = "knowsis-fault-key", "knowsis-fault-secret-0123"
@@ -118,10 +117,7 @@ async def test_accept_then_close_at_the_tcp_level_stays_within_the_backoff_polic
     by a handshake, each wait really waited."""
     delays: list[float] = []
 
-    async def sleep(delay: float) -> None:
-        delays.append(delay)
-        await asyncio.sleep(delay)
-
+    sleep = recording_sleep(delays)
     def policy() -> Backoff:
         return Backoff(base=0.05, cap=2.0, healthy_after=2.0, rng=random.Random(8))
 

@@ -5,7 +5,6 @@ pinned separately."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import random
@@ -20,7 +19,7 @@ from feeds.status import MemoryStatus
 from tests.faultproxy import fault_proxy  # noqa: F401 (fixture)
 from tests.feedrunner import CollectingPipeline, running
 
-from .common import UTF8_TEXT, normalised, until
+from .common import UTF8_TEXT, normalised, recording_sleep, until
 
 # The feed reads its resume cursor from the database (empty here: it starts live).
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -110,10 +109,7 @@ async def test_accept_then_close_stays_within_the_backoff_policy(fault_proxy):
     scale = 30
     delays: list[float] = []
 
-    async def sleep(delay: float) -> None:
-        delays.append(delay)
-        await asyncio.sleep(delay)
-
+    sleep = recording_sleep(delays)
     def policy() -> Backoff:
         return Backoff(base=1.0 / scale, cap=60.0 / scale, healthy_after=60.0 / scale, rng=random.Random(8))
 

@@ -4,7 +4,6 @@ simulators over real loopback sockets. Timings are scaled down through the feeds
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 
@@ -22,7 +21,7 @@ from feeds.transports.websocket import WebSocketOptions
 from tests.faultproxy import fault_proxy  # noqa: F401 (fixture)
 from tests.feedrunner import CollectingPipeline, running
 
-from .common import UTF8_TEXT, normalised, until
+from .common import UTF8_TEXT, normalised, recording_sleep, until
 
 pytestmark = pytest.mark.asyncio
 TOKEN = "sn-fault-token-1234"
@@ -172,10 +171,7 @@ async def test_accept_then_close_stays_within_the_backoff_policy(fault_proxy, ma
         InsightSentrySimulator([KEY], tick_interval=None, heartbeat_interval=None)
     delays: list[float] = []
 
-    async def sleep(delay: float) -> None:
-        delays.append(delay)
-        await asyncio.sleep(delay)
-
+    sleep = recording_sleep(delays)
     def policy() -> Backoff:
         return Backoff(base=1.0 / SCALE, cap=60.0 / SCALE, healthy_after=60.0 / SCALE, rng=random.Random(8))
 
