@@ -22,8 +22,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from .db import live_connection
-from .logging import register_secret
-from .models import SECRET_FIELDS, FeedStatus, Instrument, ProviderAccount
+from .models import FeedStatus, Instrument, ProviderAccount
 from .pipeline import Pipeline, StoreUnavailable
 from .providers import FEEDS
 from .status import FeedStatusReporter
@@ -73,8 +72,8 @@ async def run_feed(provider: str, *, stop: asyncio.Event, feed_kwargs: dict | No
     if account is None:
         log.error("%s: no provider account; configure one with `manage.py provider set %s`", provider, provider)
         return 2
-    for field in SECRET_FIELDS:
-        register_secret(getattr(account, field))
+    # No register_secret here: reading the account decrypted its secrets, which registers them for
+    # masking (feeds/crypto.py).
     status = FeedStatusReporter(
         account.pk, provider=provider,
         **({"messages": row.messages, "parse_errors": row.parse_errors, "reconnects": row.reconnects} if row else {})
