@@ -1,30 +1,49 @@
 """The browser's WebSocket: authenticate, authorise every watch request, forward events.
 
 Protocol (JSON text frames):
-    browser -> {"type": "watch", "watchlists": [ids], "instruments": [ids]}   replaces what it watches
+    browser -> {"type": "watch", "watchlists": [ids], "instruments": [ids],
+                "since": {stream: {"epoch": e, "seq": n}}}          replaces what it watches; since optional
     browser -> {"type": "ping"}                          answered with {"type": "pong"}
-    server  -> {"type": "watching", "watchlists": [...], "instruments": [...]}
-    server  -> {"type": "event", "event": {...}}         built once by feeds.broadcast
+    server  -> {"type": "watching", "watchlists": [...], "instruments": [...],
+                "streams": {stream: {"epoch": e, "seq": n, "recovered": bool}}}
+               Every stream (instrument.<id>, audience.<key>) the socket now receives, at the position
+               its subscription took effect. recovered: the events since `since` follow at once, before
+               any live one; else the browser takes its snapshot now (subscribe first, then snapshot) and
+               ignores events up to `seq`.
+    server  -> {"type": "event", "stream": s, "epoch": e, "seq": n, "event": {...}}   built once by
+               feeds.livestore; seq grows by 1 per event of the stream: a jump is a gap to recover.
+    server  -> {"type": "skip", "stream": s, "seqs": [n, ...]}   left out on purpose for a slow socket
+               (superseded quotes/bars): not a gap
+    server  -> {"type": "gap", "stream": s, "seq": n}   a slow socket's queue dropped events of s up to n:
+               recover (watch with since), as for a seq jump
     server  -> {"type": "error", "error": code, "detail": text}
     server  -> {"type": "revoked", "reason": text}        access changed: resync, show the reason
     server  -> {"type": "access_ended", "code": n, "reason": text}   then close with that code:
                4401 the session ended (logout, expiry, password changed), 4403 account deactivated.
                The browser must not reconnect blindly after these (the reason is in the frame as
                well as the close: Daphne 4.2 drops close reasons).
+    server  -> {"type": "feed_status", ...}, {"type": "watchlist_changed", ...}   unsequenced notices
+Frames reach the socket through this process' hub (feeds/hub.py) and the socket's bounded sink
+(feeds/sinks.py); the consumer has no channel-layer inbox of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
 from autobahn.exception import Disconnected  # what Daphne's WebSocket protocol raises on a closed socket
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from feeds import metrics
-from feeds.broadcast import FORWARD_TYPE
+from feeds.broadcast import REVOKE_TYPE
 from feeds.groups import audience_group, feed_health_group, instrument_group, user_group
+from feeds.hub import HubUnavailable, get_hub
+from feeds.livestore import Position
+from feeds.sinks import Frame, writer_for
 
 from .selectors import audiences_for_user, session_digest, session_user_get, watch_request_authorise
 
@@ -32,7 +51,9 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024
 MAX_WATCHLISTS = 200
+MAX_SINCE = 1000
 CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1011  # the live subscription failed: reconnect later and recover
 # Why a socket is closed for auth reasons (session_user_get's answers): the close code, and the text the
 # page shows. 44xx: "like HTTP 401/403", in the range RFC 6455 leaves to applications.
 CLOSE_SESSION_ENDED, CLOSE_DEACTIVATED = 4401, 4403
@@ -48,10 +69,29 @@ def _id_list(value) -> bool:
             and all(isinstance(i, int) and not isinstance(i, bool) for i in value))
 
 
+def _since(value) -> dict[str, Position] | None:
+    """The browser's positions, {stream: {"epoch": str, "seq": int}}; None if malformed."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_SINCE:
+        return None
+    out = {}
+    for stream, position in value.items():
+        if not (isinstance(position, dict) and isinstance(position.get("epoch"), str)
+                and isinstance(position.get("seq"), int) and not isinstance(position.get("seq"), bool)
+                and position["seq"] >= 0 and len(position["epoch"]) <= 64):
+            return None
+        out[stream] = Position(position["epoch"], position["seq"])
+    return out
+
+
 class StreamConsumer(AsyncWebsocketConsumer):
+    # No channel-layer inbox per socket: the process' hub writes to the socket's sink.
+    channel_layer_alias = "tickerwire.no-layer"
     # Metrics (feeds/metrics.py): sockets open in this process, and forwarded frames sent or dropped.
     counted_open = False
     closing = False
+    sink = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -70,60 +110,68 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.singles: set[int] = set()  # instruments watched one by one (the instrument page)
         self.instruments: set[int] = set()
         self.audiences: set[str] = set()
-        await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
-        if self.staff:  # the feed health page (staff only) listens on the same socket
-            await self.channel_layer.group_add(feed_health_group(), self.channel_name)
-        await self._apply_audiences()
+        self._access = asyncio.Lock()  # one access change at a time (watch requests, revokes, pings)
+        self._tasks: set[asyncio.Task] = set()
         await self.accept()
         self.counted_open = True
         metrics.WEBSOCKETS_OPEN.inc()
         metrics.WEBSOCKET_CONNECTIONS.labels("accepted").inc()
+        self.hub = await get_hub()
+        writer = writer_for(self.scope, self.base_send, buffer_bytes=settings.LIVE_SOCKET_BUFFER_BYTES,
+                            kernel_bytes=settings.LIVE_SOCKET_KERNEL_BUFFER_BYTES)
+        self.sink = self.hub.sink(writer, on_control=self._control, on_lost=self._lost)
+        try:
+            await self.hub.join(self.sink, [user_group(user.pk)] + ([feed_health_group()] if self.staff else []))
+            await self._apply_audiences()
+        except HubUnavailable:
+            await self.close(code=CLOSE_TRY_AGAIN)
 
     async def close(self, code=None, reason=None) -> None:
         self.closing = True
+        if self.sink is not None:
+            self.sink.close()  # what still arrives until the disconnect is a counted drop
         await super().close(code, reason)
 
     async def __call__(self, scope, receive, send) -> None:
-        # Here rather than in disconnect(): the gauge comes down however the consumer ends
-        # (disconnect, an exception, cancellation at shutdown).
+        # Here rather than in disconnect(): the gauge comes down and the sink leaves the hub however
+        # the consumer ends (disconnect, an exception, cancellation at shutdown).
         try:
             await super().__call__(scope, receive, send)
         finally:
+            if self.sink is not None:
+                self.hub.drop(self.sink)
+            for task in getattr(self, "_tasks", ()):
+                task.cancel()
             if self.counted_open:
                 self.counted_open = False
                 metrics.WEBSOCKETS_OPEN.dec()
 
     async def disconnect(self, code: int) -> None:
-        if hasattr(self, "user"):
-            await self._leave_all_groups()
+        if self.sink is not None:
+            self.hub.drop(self.sink)
 
-    async def _leave_all_groups(self) -> None:
-        for instrument_id in self.instruments:
-            await self.channel_layer.group_discard(instrument_group(instrument_id), self.channel_name)
-        for audience in self.audiences:
-            await self.channel_layer.group_discard(audience_group(audience), self.channel_name)
-        await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
-        await self.channel_layer.group_discard(feed_health_group(), self.channel_name)
+    def _streams(self) -> list[str]:
+        return sorted(instrument_group(i) for i in self.instruments) + sorted(audience_group(a) for a in self.audiences)
+
+    def _leave_all_groups(self) -> None:
+        self.hub.drop(self.sink)
         self.instruments, self.audiences = set(), set()
 
-    async def dispatch(self, message: dict) -> None:
-        # Hot path: a broadcast event is forwarded as the text it was built as. Channels'
-        # stock dispatch first hops to a thread to close stale DB connections; this handler
-        # never touches the ORM, so it skips that hop (notes/performance.md, section 4.6).
-        if message["type"] == FORWARD_TYPE:
-            await self.forward_text(message)
-            return
-        await super().dispatch(message)
+    # -- from the hub (plain callbacks: they must not block the fan-out) ---------------------------
+    def _control(self, message: dict) -> None:
+        if message.get("type") == REVOKE_TYPE:
+            self._spawn(self.access_revoke(message))
 
-    async def forward_text(self, message: dict) -> None:
-        if self.closing:  # we closed the socket; the server would discard the frame unseen
-            metrics.SOCKET_SEND_DROPS.labels("closing").inc()
-            return
-        if await self._send_unless_gone(message["text"]):
-            metrics.WEBSOCKET_FRAMES_SENT.inc()
+    def _lost(self) -> None:
+        self._spawn(self.close(code=CLOSE_TRY_AGAIN))
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _send_unless_gone(self, text: str) -> bool:
-        """Send a frame; False if the browser had already gone. A broadcast can reach a socket the
+        """Send a frame; False if the browser had already gone. A reply can be meant for a socket the
         browser closed a moment ago, before the server has told us: Daphne's WebSocket library then
         raises on send. That is a drop, counted, not an application error."""
         try:
@@ -138,8 +186,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         ended = message.get("ended_session") or ""
-        if await self._recheck(session_ended=bool(ended) and ended == self.session_digest):
-            await self._reply({"type": "revoked", "reason": message.get("reason") or ""})
+        async with self._access:
+            if await self._recheck(session_ended=bool(ended) and ended == self.session_digest):
+                await self._reply({"type": "revoked", "reason": message.get("reason") or ""})
 
     async def _recheck(self, *, session_ended: bool = False) -> bool:
         """Close the socket if its session no longer logs the user in; else make its groups match
@@ -151,8 +200,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
             return False
         self.user = user  # fresh: is_staff, is_active as they are now
         if self.staff != user.is_staff:
-            change = self.channel_layer.group_add if user.is_staff else self.channel_layer.group_discard
-            await change(feed_health_group(), self.channel_name)
+            if user.is_staff:
+                await self.hub.join(self.sink, [feed_health_group()])
+            else:
+                self.hub.leave(self.sink, [feed_health_group()])
             self.staff = user.is_staff
         await self._apply_audiences()
         await self._apply_watch(self.watchlists, self.singles)
@@ -162,7 +213,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         """Leave every group first (nothing more reaches this socket), say why, then close."""
         code, reason = ACCESS_ENDED[why]
         log.info("websocket user %s closed: %s", self.user.pk, why)
-        await self._leave_all_groups()
+        self._leave_all_groups()
         await self._reply({"type": "access_ended", "code": code, "reason": reason})
         await self.close(code=code, reason=reason)
 
@@ -190,39 +241,63 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if handler is None:
             await self._error("unknown_type", "supported types: watch, ping")
             return
-        await handler(content)
+        try:
+            async with self._access:
+                await handler(content)
+        except HubUnavailable:
+            await self.close(code=CLOSE_TRY_AGAIN)
 
     async def _receive_ping(self, content: dict) -> None:
         # The session and memberships are re-checked on every ping too: the fallback for a revoke lost
-        # on the layer, and how an expired session ends.
+        # on the way, and how an expired session ends.
         if await self._recheck():
             await self._reply({"type": "pong"})
 
     async def _receive_watch(self, content: dict) -> None:
         lists, singles = content.get("watchlists", []), content.get("instruments", [])
-        if not (_id_list(lists) and _id_list(singles)):
+        since = _since(content.get("since"))
+        if not (_id_list(lists) and _id_list(singles)) or since is None:
             await self._error("bad_request", f"'watchlists' and 'instruments' must be lists of at most "
-                                             f"{MAX_WATCHLISTS} integer ids")
+                                             f"{MAX_WATCHLISTS} integer ids; 'since' maps streams to "
+                                             "{epoch, seq}")
             return
-        refused_lists, refused_singles = await self._apply_watch(set(lists), set(singles))
-        if refused_lists or refused_singles:
-            log.warning("websocket user %s: watch refused for watchlists %s instruments %s",
-                        self.user.pk, sorted(refused_lists), sorted(refused_singles))
-            await self._error("forbidden", f"not allowed: watchlists {sorted(refused_lists)}"
-                                           f" instruments {sorted(refused_singles)}")
-        await self._reply(
-            {"type": "watching", "watchlists": sorted(self.watchlists), "instruments": sorted(self.instruments)}
-        )
+        # Held from the subscription until the answer and the recovered history are out: each stream
+        # then reaches the browser in seq order, once.
+        self.sink.hold()
+        first, frames, upto = None, [], {}
+        try:
+            refused_lists, refused_singles = await self._apply_watch(set(lists), set(singles))
+            if refused_lists or refused_singles:
+                log.warning("websocket user %s: watch refused for watchlists %s instruments %s",
+                            self.user.pk, sorted(refused_lists), sorted(refused_singles))
+                await self._error("forbidden", f"not allowed: watchlists {sorted(refused_lists)}"
+                                               f" instruments {sorted(refused_singles)}")
+            streams = self._streams()
+            recoveries = await self.hub.live.read(streams, {s: p for s, p in since.items() if s in streams})
+            answer = {}
+            for stream, recovery in recoveries.items():
+                position = recovery.position
+                answer[stream] = {"epoch": position.epoch, "seq": position.seq, "recovered": recovery.frames is not None}
+                upto[stream] = position.seq
+                frames += [Frame(stream, seq, "", text.encode()) for seq, text in recovery.frames or ()]
+            first = Frame.text_frame(json.dumps({
+                "type": "watching", "watchlists": sorted(self.watchlists), "instruments": sorted(self.instruments),
+                "streams": answer}))
+        except HubUnavailable:
+            raise
+        except Exception as exc:  # Redis failed between subscribe and read: the browser retries
+            log.warning("websocket user %s: watch failed (%s: %s)", self.user.pk, type(exc).__name__, exc)
+            raise HubUnavailable(str(exc)) from exc
+        finally:
+            self.sink.release(first, frames, upto)
 
     async def _apply_watch(self, lists: set[int], singles: set[int] = frozenset()) -> tuple[set[int], set[int]]:
         """Authorise the request now and make the socket's groups match. Returns the refused ids."""
         allowed_instruments, refused_lists, refused_singles = await database_sync_to_async(watch_request_authorise)(
             user=self.user, watchlist_ids=lists, instrument_ids=set(singles)
         )
-        for gone in self.instruments - allowed_instruments:
-            await self.channel_layer.group_discard(instrument_group(gone), self.channel_name)
-        for new in allowed_instruments - self.instruments:
-            await self.channel_layer.group_add(instrument_group(new), self.channel_name)
+        self.hub.leave(self.sink, [instrument_group(gone) for gone in self.instruments - allowed_instruments])
+        await self.hub.join(self.sink, [instrument_group(new) for new in allowed_instruments - self.instruments])
         self.watchlists = lists - refused_lists
         self.singles = set(singles) - refused_singles
         self.instruments = allowed_instruments
@@ -231,10 +306,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def _apply_audiences(self) -> None:
         """Team alerts (e.g. TrendSpottr's) reach a socket through its user's teams' audiences."""
         allowed = await database_sync_to_async(audiences_for_user)(user=self.user)
-        for gone in self.audiences - allowed:
-            await self.channel_layer.group_discard(audience_group(gone), self.channel_name)
-        for new in allowed - self.audiences:
-            await self.channel_layer.group_add(audience_group(new), self.channel_name)
+        self.hub.leave(self.sink, [audience_group(gone) for gone in self.audiences - allowed])
+        await self.hub.join(self.sink, [audience_group(new) for new in allowed - self.audiences])
         self.audiences = allowed
 
     async def _reply(self, content: dict) -> None:

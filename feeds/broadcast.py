@@ -1,19 +1,20 @@
-"""The one door to the browser: the only module that calls `group_send`.
+"""The one door to the browser: every frame a browser receives is published here.
 
-Each event is serialised to its final WebSocket text once, here, and the consumer forwards
-that text as it is: no per-socket encoding, no ORM, no thread hop on the hot path.
-Delivery over the layer is at most once; browsers resync from a snapshot on reconnect.
+Each event is serialised once, here; feeds/livestore.py numbers it in its stream (the group of
+its instrument or audience), keeps it in the stream's bounded history and publishes it; each
+server process' hub (feeds/hub.py) writes it to that process' sockets. A batch of events is one
+Redis round trip. Delivery is at most once; a browser notices a gap by its seq and recovers from
+the history, or from its snapshot when the history no longer reaches.
 
-The layer may be down (Redis stopped: every call raises at once) or hung (Redis paused, a dead
-link: a call waits for the 15 s socket timeout, and redis-py retries). A feed worker must keep
-storing through both, so every `group_send` here is bounded by `CHANNEL_LAYER_SEND_TIMEOUT`
-seconds (a batch of events shares one bound) and a failure raises `LayerUnavailable`. The
-outage is logged once when it starts and once when it ends, not once per event. After a call
-that timed out, publishes are not even tried for `CHANNEL_LAYER_RETRY_SECONDS`, so a hung Redis
-costs a worker one bounded wait per interval, not one per batch; a refused connection fails at
-once, so each publish tries again and none is skipped once Redis is back. Events not published count
-as `tickerwire_events_dropped_total{reason="layer_error"}`; the database has them, and browsers,
-whose sockets the outage closed, fetch them from the snapshot when they reconnect.
+Redis may be down (every call raises at once) or hung (a call waits for its socket timeout). A
+feed worker must keep storing through both, so every publish here is bounded by
+`CHANNEL_LAYER_SEND_TIMEOUT` seconds (a batch of events shares one bound) and a failure raises
+`LayerUnavailable`. The outage is logged once when it starts and once when it ends, not once per
+event. After a call that timed out, publishes are not even tried for `CHANNEL_LAYER_RETRY_SECONDS`,
+so a hung Redis costs a worker one bounded wait per interval, not one per batch; a refused
+connection fails at once, so each publish tries again and none is skipped once Redis is back.
+Events not published count as `tickerwire_events_dropped_total{reason="layer_error"}`; the
+database has them, and browsers, whose sockets the outage closed, fetch them when they reconnect.
 """
 
 from __future__ import annotations
@@ -25,23 +26,22 @@ import time
 import weakref
 from collections.abc import Iterable
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import metrics
-from .events import Event
-from .logging import redact
+from .events import Bar, Event, Quote
 from .groups import audience_group, feed_health_group, instrument_group, user_group
+from .hub import live_backend
+from .livestore import Outgoing
+from .logging import redact
 
-__all__ = ["FORWARD_TYPE", "REVOKE_TYPE", "LayerUnavailable", "event_text", "layer_health", "publish_events",
+__all__ = ["REVOKE_TYPE", "LayerUnavailable", "event_body", "event_stream", "layer_health", "publish_events",
            "publish_revoke", "publish_feed_status", "publish_audience_notice"]
 
 log = logging.getLogger(__name__)
 
-# Channels message type the consumer forwards verbatim (handler `forward_text`).
-FORWARD_TYPE = "forward.text"
-REVOKE_TYPE = "access.revoke"
+REVOKE_TYPE = "access.revoke"  # the control message a consumer re-checks its access on
 
 
 class LayerUnavailable(RuntimeError):
@@ -93,8 +93,8 @@ _health: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def layer_health(layer=None) -> LayerHealth:
-    """What this process knows of `layer` (default: the default channel layer)."""
-    layer = layer if layer is not None else get_channel_layer()
+    """What this process knows of the live backend `layer` (default: this process' one)."""
+    layer = layer if layer is not None else live_backend()
     if layer not in _health:
         _health[layer] = LayerHealth()
     return _health[layer]
@@ -127,50 +127,62 @@ class _bounded:
         return False
 
 
-def event_text(event: Event) -> str:
-    """The exact text a browser receives for `event`."""
-    return json.dumps({"type": "event", "event": event.to_message()}, separators=(",", ":"))
+def event_body(event: Event) -> str:
+    """The event's JSON as browsers receive it, inside the frame feeds/livestore.py wraps it in."""
+    return json.dumps(event.to_message(), separators=(",", ":"))
+
+
+def event_stream(event: Event) -> str | None:
+    """The stream (group) an event goes to, or None if it has nowhere to go. An alert addressed to
+    an audience (a team, a user) goes to that audience only, even when it concerns an instrument
+    others watch too: a team's own alerts are not everyone's."""
+    if getattr(event, "audience", ""):
+        return audience_group(event.audience)
+    return instrument_group(event.instrument_id) if event.instrument_id is not None else None
+
+
+def _conflation_key(event: Event) -> str:
+    """Latest-state events a slow socket may skip when a newer one of the same key follows."""
+    if isinstance(event, Quote):
+        return "quote"
+    if isinstance(event, Bar):
+        return f"bar:{event.interval}:{int(event.start.timestamp())}"
+    return "-"
+
+
+async def _publish(items: list[Outgoing]) -> list[int]:
+    live = live_backend()
+    async with _bounded(live):
+        return await live.publish(items)
 
 
 async def publish_events(events: Iterable[Event]) -> int:
-    """Send each resolved event to its instrument's group. Returns how many were sent.
+    """Publish each resolved event to its stream, the batch in one round trip. Returns how many
+    were published.
 
     Counted by provider (feeds/metrics.py): each event published, or dropped with its reason; if
-    the layer fails (raises LayerUnavailable), the event it failed on and every later one count
-    as `layer_error`. The whole batch shares one bound of CHANNEL_LAYER_SEND_TIMEOUT seconds."""
-    layer = get_channel_layer()
-    pending = list(events)
-    if not pending:
+    publishing fails (raises LayerUnavailable) every event of the batch counts as `layer_error`.
+    The whole batch shares one bound of CHANNEL_LAYER_SEND_TIMEOUT seconds."""
+    items, published = [], []
+    for event in events:
+        stream = event_stream(event)
+        if stream is None:
+            log.debug("not publishing unresolved %s event for %s", event.kind, event.code)
+            metrics.EVENTS_DROPPED.labels(event.provider, "no_instrument").inc()
+            continue
+        items.append(Outgoing(stream, event_body(event), _conflation_key(event)))
+        published.append(event.provider)
+    if not items:
         return 0
-    sent = done = 0
     try:
-        async with _bounded(layer):
-            for event in pending:
-                sent += await _publish_one(layer, event)
-                done += 1
+        await _publish(items)
     except Exception:
-        for event in pending[done:]:
-            metrics.EVENTS_DROPPED.labels(event.provider, "layer_error").inc()
+        for provider in published:
+            metrics.EVENTS_DROPPED.labels(provider, "layer_error").inc()
         raise
-    return sent
-
-
-async def _publish_one(layer, event: Event) -> int:
-    # An alert addressed to an audience (a team, a user) goes to that audience only, even when it
-    # concerns an instrument others watch too: a team's own alerts are not everyone's.
-    if getattr(event, "audience", ""):
-        groups = [audience_group(event.audience)]
-    else:
-        groups = [instrument_group(event.instrument_id)] if event.instrument_id is not None else []
-    if not groups:
-        log.debug("not publishing unresolved %s event for %s", event.kind, event.code)
-        metrics.EVENTS_DROPPED.labels(event.provider, "no_instrument").inc()
-        return 0
-    text = event_text(event)
-    for group in groups:
-        await layer.group_send(group, {"type": FORWARD_TYPE, "text": text})
-    metrics.EVENTS_PUBLISHED.labels(event.provider).inc()
-    return 1
+    for provider in published:
+        metrics.EVENTS_PUBLISHED.labels(provider).inc()
+    return len(items)
 
 
 async def publish_revoke(*, user_id: int, reason: str = "", ended_session: str = "") -> None:
@@ -178,24 +190,18 @@ async def publish_revoke(*, user_id: int, reason: str = "", ended_session: str =
 
     `reason` is shown to the user; `ended_session` (a digest, never a session key) names a session
     whose sockets close whatever the database says yet (logout signals before it flushes)."""
-    layer = get_channel_layer()
-    async with _bounded(layer):
-        await layer.group_send(
-            user_group(user_id), {"type": REVOKE_TYPE, "reason": reason, "ended_session": ended_session})
+    message = {"type": REVOKE_TYPE, "reason": reason, "ended_session": ended_session}
+    await _publish([Outgoing(user_group(user_id), json.dumps(message), sequenced=False, control=True)])
 
 
 async def publish_feed_status(status: dict) -> None:
     """A feed worker's health (JSON primitives only) to the staff health page."""
     text = json.dumps({"type": "feed_status", "status": status}, separators=(",", ":"))
-    layer = get_channel_layer()
-    async with _bounded(layer):
-        await layer.group_send(feed_health_group(), {"type": FORWARD_TYPE, "text": text})
+    await _publish([Outgoing(feed_health_group(), text, sequenced=False)])
 
 
 async def publish_audience_notice(audience: str, notice: dict) -> None:
     """A small notice (JSON primitives) to every socket of an audience, e.g. a team's
     `{"type": "watchlist_changed", ...}`: browsers resync from their snapshot."""
     text = json.dumps(notice, separators=(",", ":"))
-    layer = get_channel_layer()
-    async with _bounded(layer):
-        await layer.group_send(audience_group(audience), {"type": FORWARD_TYPE, "text": text})
+    await _publish([Outgoing(audience_group(audience), text, sequenced=False)])

@@ -26,7 +26,8 @@ from prometheus_client import Counter, Enum, Gauge, start_http_server
 __all__ = [
     "FEED_MESSAGES", "FEED_PARSE_ERRORS", "FEED_RECONNECTS", "FEED_STATE", "EVENTS_STORED", "EVENTS_PUBLISHED",
     "EVENTS_DROPPED", "STORE_FAILURES", "PIPELINE_QUEUE_DEPTH", "WEBSOCKETS_OPEN", "WEBSOCKET_CONNECTIONS",
-    "WEBSOCKET_FRAMES_SENT", "SOCKET_SEND_DROPS", "LayerCapacityDrops", "serve", "served_port",
+    "WEBSOCKET_FRAMES_SENT", "SOCKET_SEND_DROPS", "SOCKET_FRAMES_CONFLATED", "LIVE_SUBSCRIPTION_LOST",
+    "LayerCapacityDrops", "serve", "served_port",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,21 @@ WEBSOCKET_FRAMES_SENT = Counter(
     "tickerwire_websocket_frames_sent", "Event frames forwarded to browser sockets.")
 SOCKET_SEND_DROPS = Counter(
     "tickerwire_socket_send_drops",
-    "Messages for browser sockets that were dropped: layer_full (the sender's group_send found the receiving "
-    "channel over capacity), closing (arrived after the server closed the socket), send_error (send raised).",
+    "Messages for browser sockets that were dropped: overflow (a slow socket's bounded queue was full after "
+    "conflating; the browser sees a seq gap and recovers from history), closing (arrived after the server closed "
+    "the socket), send_error (send raised), layer_full (channels-redis refused a group_send over capacity).",
     ["reason"])
+SOCKET_FRAMES_CONFLATED = Counter(
+    "tickerwire_socket_frames_conflated",
+    "Quote and bar frames a slow socket's queue left out because a newer one for the same instrument superseded "
+    "them (the browser is told with a skip frame).")
+LIVE_SUBSCRIPTION_LOST = Counter(
+    "tickerwire_live_subscription_lost",
+    "Times this server's live subscription (Redis pub/sub) failed; its sockets were closed to resync.")
 # Children created up front are exported at 0, so a rate() has a starting point.
 for _result in ("accepted", "refused"):
     WEBSOCKET_CONNECTIONS.labels(_result)
-for _reason in ("layer_full", "closing", "send_error"):
+for _reason in ("overflow", "layer_full", "closing", "send_error"):
     SOCKET_SEND_DROPS.labels(_reason)
 
 

@@ -16,6 +16,8 @@ from django.conf import settings  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from feeds import metrics  # noqa: E402
 from feeds.logging import redact_daphne_access_log, set_process_role  # noqa: E402
+from feeds.sinks import DaphneTransportScope  # noqa: E402
+from project.gctune import tune_gc  # noqa: E402
 
 set_process_role("server")
 redact_daphne_access_log()  # its access lines carry webhook path tokens
@@ -24,9 +26,10 @@ if settings.METRICS_PORT is not None:
     # Once per process, at import (a taken port fails the start: give each server its own).
     metrics.serve(settings.METRICS_PORT, bind=settings.METRICS_BIND)
 
-application = ProtocolTypeRouter(
+application = DaphneTransportScope(ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
-)
+))
+tune_gc()  # last: everything imported at start-up is frozen out of the collector's way

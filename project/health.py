@@ -21,11 +21,10 @@ import json
 import logging
 import threading
 import time
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from channels.layers import get_channel_layer
+from feeds.hub import live_backend
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import HttpRequest, HttpResponse
@@ -72,15 +71,8 @@ async def _check_database() -> None:
 
 
 async def _check_channel_layer() -> None:
-    """A message sent and received back: the layer's store (Redis) accepts and answers."""
-    layer = get_channel_layer()
-    if layer is None:
-        raise RuntimeError("no channel layer configured")
-    # A plain (not process-local) channel: its receive is one direct read, independent of the
-    # receive loop this process' sockets share.
-    channel = f"readyz.{uuid.uuid4().hex}"
-    await layer.send(channel, {"type": "readyz.ping"})
-    await layer.receive(channel)
+    """The live backend (Redis) answers: what publishing and the hub's subscription need."""
+    await live_backend().ping()
 
 
 CHECKS = {"database": _check_database, "channel_layer": _check_channel_layer}

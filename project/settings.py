@@ -206,6 +206,21 @@ else:
 CHANNEL_LAYER_SEND_TIMEOUT = float(os.environ.get("CHANNEL_LAYER_SEND_TIMEOUT", "3"))
 CHANNEL_LAYER_RETRY_SECONDS = float(os.environ.get("CHANNEL_LAYER_RETRY_SECONDS", "1"))
 
+# The live path (feeds/livestore.py, feeds/hub.py, feeds/sinks.py; measured in bench/README.md).
+# Every stream (an instrument's or an audience's events) keeps its last LIVE_HISTORY_SIZE events
+# for LIVE_HISTORY_SECONDS after its latest one: a browser back within that recovers exactly what
+# it missed instead of reloading its snapshot.
+LIVE_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "tickerwire")
+LIVE_HISTORY_SIZE = int(os.environ.get("LIVE_HISTORY_SIZE", "500"))
+LIVE_HISTORY_SECONDS = float(os.environ.get("LIVE_HISTORY_SECONDS", "300"))
+# Per browser socket: Twisted may hold this many bytes for it before frames wait in its own queue,
+# which conflates then drops (counted) past these bounds.
+LIVE_SOCKET_BUFFER_BYTES = int(os.environ.get("LIVE_SOCKET_BUFFER_BYTES", str(64 * 1024)))
+# The kernel's send buffer per socket (SO_SNDBUF; 0 leaves Linux's autotuning, up to 4 MiB each).
+LIVE_SOCKET_KERNEL_BUFFER_BYTES = int(os.environ.get("LIVE_SOCKET_KERNEL_BUFFER_BYTES", str(256 * 1024)))
+LIVE_SOCKET_QUEUE_FRAMES = int(os.environ.get("LIVE_SOCKET_QUEUE_FRAMES", "1000"))
+LIVE_SOCKET_QUEUE_BYTES = int(os.environ.get("LIVE_SOCKET_QUEUE_BYTES", str(1024 * 1024)))
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

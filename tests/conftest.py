@@ -54,3 +54,22 @@ def django_db_setup(django_db_setup) -> Iterator[None]:
 
     if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         postgres.terminate_connections(settings.DATABASES["default"]["NAME"])
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Delete what this run left in the shared Redis under its own prefix (tests/settings.py): the
+    streams' positions (feeds/livestore.py) never expire, and nothing else would remove them."""
+    from django.conf import settings
+
+    prefix = getattr(settings, "LIVE_PREFIX", "") if settings.configured else ""
+    if not (prefix.startswith("twtest-") and settings.REDIS_URL):  # only a prefix this run made up
+        return
+    import redis
+
+    try:
+        with redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2) as client:
+            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start:start + 1000])
+    except redis.RedisError as exc:  # the run's result stands; the keys are only clutter
+        session.config.get_terminal_writer().line(f"could not clean Redis keys {prefix}*: {exc}")

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 
 from dashboard.models import Team, TrendAlertDefinition
 from feeds.groups import audience_group, team_audience
 from feeds.models import Alert, ProviderAccount, WebhookConfig, WebhookDelivery
 from feeds.simulators.trendspottr import TrendSpottrSimulator
+from tests.live import listening_in_thread
 from tests.simthread import simulator_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -134,11 +133,9 @@ def test_delivered_alerts_reach_the_team_and_have_recent_and_analytics_pages(sim
     register(lead, base_url=live_server.url)
     create(lead, team)
     alert = TrendAlertDefinition.objects.get()
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(audience_group(team_audience(team.pk)), channel)
-    event = sim.call(sim.simulator.deliver_now, int(alert.remote_alert_id))
-    message = json.loads(async_to_sync(layer.receive)(channel)["text"])["event"]
+    with listening_in_thread(audience_group(team_audience(team.pk))) as inbox:
+        event = sim.call(sim.simulator.deliver_now, int(alert.remote_alert_id))
+        [message] = inbox.events(1, timeout=10)
     assert message["kind"] == "alert" and message["headline"] == event["data"]["headline"]
     stored = Alert.objects.get(provider="trendspottr")
     assert stored.audience == team_audience(team.pk) and WebhookDelivery.objects.get().event_id == str(event["event_id"])
@@ -150,4 +147,3 @@ def test_delivered_alerts_reach_the_team_and_have_recent_and_analytics_pages(sim
     assert "<polyline" in chart and 'points="' in chart
     preview = lead.get(f"{LIST_URL}preview/?q=AAPL+OR+Apple").content.decode()
     assert event["data"]["headline"] in preview
-    async_to_sync(layer.flush)()

@@ -15,6 +15,7 @@ from django.test import Client
 from dashboard.models import Membership
 from feeds import events as ev
 from feeds.broadcast import publish_events, publish_revoke
+from feeds.groups import audience_group, instrument_group, team_audience, user_audience
 from project.asgi import application
 from tests.factories import team_with_watchlist, user
 
@@ -65,12 +66,21 @@ async def test_watch_own_list_receives_its_events_and_not_others():
     aapl, xom = await sync_to_async(lambda: (alpha.items.get().instrument, beta.items.get().instrument))()
     communicator, _ = await connect(session)
     await communicator.send_json_to({"type": "watch", "watchlists": [alpha.id]})
-    assert await communicator.receive_json_from(timeout=5) == {
-        "type": "watching", "watchlists": [alpha.id], "instruments": [aapl.id]}
+    watching = await communicator.receive_json_from(timeout=5)
+    streams = watching.pop("streams")
+    assert watching == {"type": "watching", "watchlists": [alpha.id], "instruments": [aapl.id]}
+    # Its instrument's stream and its audiences' (the team's, its own), none of the other team's.
+    own = instrument_group(aapl.id)
+    assert sorted(streams) == sorted([own, audience_group(team_audience(alpha.team_id)),
+                                      audience_group(user_audience(alice.pk))])
+    assert all(set(position) == {"epoch", "seq", "recovered"} and position["recovered"] is False
+               for position in streams.values())
     # Sentinel order: the foreign event is published first; if it leaked it would arrive first.
     await publish_events([news(xom.id, "XOM", "foreign"), news(aapl.id, "AAPL", "own")])
     message = await communicator.receive_json_from(timeout=5)
     assert message["type"] == "event" and message["event"]["external_id"] == "own"
+    # The next event of the stream after the position the answer gave.
+    assert (message["stream"], message["epoch"], message["seq"]) == (own, streams[own]["epoch"], streams[own]["seq"] + 1)
     await communicator.disconnect()
 
 
@@ -194,11 +204,14 @@ async def test_frames_sent_and_frames_dropped_after_close_are_counted():
 async def test_a_frame_for_a_socket_the_browser_just_closed_is_a_counted_drop_not_an_application_error():
     """Daphne's WebSocket protocol (autobahn) raises Disconnected when a broadcast reaches a socket the
     browser closed a moment before the server noticed; it used to escape as 'Exception inside
-    application' (seen in the stack's burst test). The ASGI send here raises exactly that."""
+    application' (seen in the stack's burst test). The ASGI send here raises exactly that, for a frame
+    the hub writes (an event) and for one the consumer writes (a reply)."""
     from autobahn.exception import Disconnected
     from prometheus_client import REGISTRY
 
     from dashboard.consumers import StreamConsumer
+    from feeds.hub import get_hub
+    from feeds.sinks import writer_for
 
     async def closed_protocol(message):
         raise Disconnected("Attempt to send on a closed protocol")
@@ -207,6 +220,14 @@ async def test_a_frame_for_a_socket_the_browser_just_closed_is_a_counted_drop_no
     consumer.base_send = closed_protocol
     drops = lambda: REGISTRY.get_sample_value("tickerwire_socket_send_drops_total", {"reason": "send_error"})  # noqa: E731
     before = drops()
-    await consumer.dispatch({"type": "forward.text", "text": '{"type": "event"}'})
+    hub = await get_hub()
+    # As the consumer makes its sink (no Daphne protocol in this scope: the ASGI send is the way out).
+    sink = hub.sink(writer_for({}, consumer.base_send, buffer_bytes=settings.LIVE_SOCKET_BUFFER_BYTES))
+    try:
+        await hub.join(sink, [instrument_group(7002)])
+        await publish_events([news(7002, "AAPL", "to-a-closed-socket")])
+        await _eventually(lambda: drops() == before + 1)
+    finally:
+        hub.drop(sink)
     await consumer._reply({"type": "pong"})
     assert drops() == before + 2

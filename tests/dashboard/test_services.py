@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core.exceptions import PermissionDenied
 
 from dashboard.services import watchlist_add_instrument, watchlist_remove_instrument
 from feeds.groups import audience_group, team_audience
 from tests.factories import instrument, team_with_watchlist, user
+from tests.live import listening_in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,16 +17,13 @@ def test_an_editor_adds_and_removes_and_the_team_is_told():
     editor, viewer = user("ed"), user("vi")
     watchlist = team_with_watchlist("Alpha", {editor: "editor", viewer: "viewer"}, ["AAPL"])
     amzn = instrument("AMZN")
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(audience_group(team_audience(watchlist.team_id)), channel)
-    watchlist_add_instrument(watchlist=watchlist, instrument=amzn, by=editor)
-    assert list(watchlist.items.values_list("instrument__symbol", flat=True)) == ["AAPL", "AMZN"]
-    notice = json.loads(async_to_sync(layer.receive)(channel)["text"])
-    assert notice == {"type": "watchlist_changed", "watchlist": watchlist.pk}
-    watchlist_remove_instrument(watchlist=watchlist, instrument=amzn, by=editor)
-    assert watchlist.items.count() == 1
-    async_to_sync(layer.flush)()
+    with listening_in_thread(audience_group(team_audience(watchlist.team_id))) as inbox:
+        watchlist_add_instrument(watchlist=watchlist, instrument=amzn, by=editor)
+        assert list(watchlist.items.values_list("instrument__symbol", flat=True)) == ["AAPL", "AMZN"]
+        assert inbox.next() == {"type": "watchlist_changed", "watchlist": watchlist.pk}
+        watchlist_remove_instrument(watchlist=watchlist, instrument=amzn, by=editor)
+        assert watchlist.items.count() == 1
+        assert inbox.next() == {"type": "watchlist_changed", "watchlist": watchlist.pk}
 
 
 def test_a_viewer_and_a_stranger_are_refused():

@@ -1,4 +1,5 @@
-"""Every event type survives the real Redis channel layer (msgpack) unchanged."""
+"""Every event type survives the real live path (serialised once, framed by the Redis script, fanned
+out by the hub) unchanged."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from channels.layers import get_channel_layer
-
 from feeds import events as ev
+from feeds.broadcast import publish_events
+from feeds.groups import instrument_group
+from feeds.hub import live_backend
+from tests.live import listening
 
 T = datetime(2026, 2, 6, 12, 34, 56, 789000, tzinfo=timezone.utc)
 COMMON = dict(provider="stocknews", code="AAPL", received_at=T, instrument_id=7, symbol="AAPL")
@@ -54,11 +57,12 @@ def test_times_are_converted_to_utc():
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("event", SAMPLES, ids=lambda e: e.kind)
-async def test_round_trip_through_redis_layer(event, settings):
-    layer = get_channel_layer()
-    assert type(layer).__name__ == "RedisChannelLayer"
-    channel = await layer.new_channel()
-    await layer.send(channel, {"type": "feed.event", "event": event.to_message()})
-    received = await layer.receive(channel)
-    assert ev.event_from_message(received["event"]) == event
-    await layer.flush()
+async def test_round_trip_through_the_live_path(event, settings):
+    assert type(live_backend()).__name__ == "RedisLive"
+    stream = instrument_group(event.instrument_id)
+    async with listening(stream) as inbox:
+        assert await publish_events([event]) == 1
+        frame = await inbox.next()
+    assert frame == {"type": "event", "stream": stream, "epoch": frame["epoch"], "seq": frame["seq"],
+                     "event": event.to_message()}
+    assert ev.event_from_message(frame["event"]) == event

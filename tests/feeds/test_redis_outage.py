@@ -1,32 +1,34 @@
-"""The channel layer's Redis stops or hangs while events flow: the pipeline keeps storing, its
+"""The live backend's Redis stops or hangs while events flow: the pipeline keeps storing, its
 publish step fails fast and bounded, the outage is logged once, and publishing resumes.
 
 Each test runs its own redis-server (tests/redisserver.py): the shared one is never touched.
-The layer has the production connection options (settings.REDIS_CONNECTION), so a hung Redis
-is only cut short by feeds/broadcast.py's bound, not by the 15 s socket timeout.
+Settings point REDIS_URL at it, so feeds.hub.live_backend() (and this loop's hub) use it, with the
+production connection options (settings.REDIS_CONNECTION): a hung Redis is only cut short by
+feeds/broadcast.py's bound, not by a socket timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import time
-import uuid
 from datetime import datetime, timezone
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 
 from feeds import events as ev
 from feeds import metrics
 from feeds.broadcast import LayerUnavailable, publish_events, publish_feed_status
 from feeds.groups import instrument_group
+from feeds.hub import HubUnavailable, live_backend
+from feeds.livestore import Outgoing
 from feeds.pipeline import Pipeline
 from feeds.status import MemoryStatus
 from feeds.store import events_store
 from tests.factories import instrument
+from tests.live import LOST, Inbox, listening
 from tests.redisserver import RedisServer
 
 T = datetime(2026, 2, 6, 12, 0, tzinfo=timezone.utc)
@@ -38,19 +40,25 @@ def news(external_id: str) -> ev.News:
                    published_at=T)
 
 
-def layer_on(redis: RedisServer, settings) -> dict:
-    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {
-        "hosts": [{"address": redis.url, **settings.REDIS_CONNECTION}],
-        "prefix": f"twoutage-{uuid.uuid4().hex[:8]}", "capacity": 1000, "expiry": 30}}}
-
-
 def layer_errors() -> float:
     return metrics.EVENTS_DROPPED.labels("stocknews", "layer_error")._value.get()
 
 
-async def first_delivered(pipeline: Pipeline, layer, channel: str, prefix: str, *, timeout: float = 15) -> str:
-    """Submit `prefix-N` news until one reaches `channel` (the first tries may fall in the
-    layer's retry interval); returns the id received."""
+async def listening_once_up(stack: contextlib.AsyncExitStack, stream: str, *, timeout: float = 10) -> Inbox:
+    """Listen to `stream` as a browser's reconnect would: the hub refuses joins (HubUnavailable)
+    until its subscription can be made again, after its backoff."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                return await stack.enter_async_context(listening(stream))
+            except HubUnavailable:
+                await asyncio.sleep(0.05)  # polling interval: the join succeeding is the condition
+
+
+async def first_delivered(pipeline: Pipeline, inbox: Inbox, prefix: str, *, timeout: float = 15) -> str:
+    """Submit `prefix-N` news until one reaches `inbox` (the first tries may fall in the
+    publish retry interval); returns the id received. Events of earlier phases that Redis only
+    ran once it answered again (sent before a publish timed out) are skipped."""
     deadline = time.monotonic() + timeout
     attempt = 0
     while time.monotonic() < deadline:
@@ -58,10 +66,14 @@ async def first_delivered(pipeline: Pipeline, layer, channel: str, prefix: str, 
         await pipeline.submit([news(f"{prefix}-{attempt}")])
         await pipeline.wait_idle()
         try:
-            message = await asyncio.wait_for(layer.receive(channel), 0.5)
-        except (TimeoutError, Exception):
+            async with asyncio.timeout(0.5):
+                while True:
+                    frame = await inbox.next()
+                    assert frame != LOST, "the hub lost its subscription"
+                    if frame["event"]["external_id"].startswith(f"{prefix}-"):
+                        return frame["event"]["external_id"]
+        except TimeoutError:
             continue
-        return json.loads(message["text"])["event"]["external_id"]
     raise AssertionError(f"nothing published within {timeout}s")
 
 
@@ -70,18 +82,20 @@ async def first_delivered(pipeline: Pipeline, layer, channel: str, prefix: str, 
 async def test_a_stopped_redis_costs_the_publishes_only_and_is_logged_once(settings, caplog):
     caplog.set_level(logging.INFO)
     with RedisServer() as redis:
-        settings.CHANNEL_LAYERS = layer_on(redis, settings)
+        settings.REDIS_URL = redis.url
         aapl = await sync_to_async(instrument)("AAPL")
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
-        await layer.group_add(instrument_group(aapl.id), channel)
+        stream = instrument_group(aapl.id)
         status = MemoryStatus(provider="stocknews")
         pipeline = Pipeline(status=status, max_delay=0.05)
         runner = asyncio.create_task(pipeline.run())
         try:
-            assert await first_delivered(pipeline, layer, channel, "before") == "before-1"
+            async with contextlib.AsyncExitStack() as before_stop:
+                inbox = await before_stop.enter_async_context(listening(stream))
+                assert await first_delivered(pipeline, inbox, "before") == "before-1"
 
-            await asyncio.to_thread(redis.stop)
+                await asyncio.to_thread(redis.stop)
+                # The hub notices too: its sockets close, their browsers will recover from history.
+                assert await inbox.next() == LOST
             dropped_before = layer_errors()
             started = time.monotonic()
             for batch in range(10):
@@ -97,11 +111,11 @@ async def test_a_stopped_redis_costs_the_publishes_only_and_is_logged_once(setti
             assert len(warnings) == 1, [r.getMessage() for r in warnings]
             assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
-            await asyncio.to_thread(redis.start)  # empty: the group is gone, as in production
-            channel = await layer.new_channel()
-            await layer.group_add(instrument_group(aapl.id), channel)
-            # The first event after the restart goes out: a refused connection left no pause behind.
-            assert await first_delivered(pipeline, layer, channel, "after") == "after-1"
+            await asyncio.to_thread(redis.start)  # empty: positions and history gone, as in production
+            async with contextlib.AsyncExitStack() as after_start:
+                inbox = await listening_once_up(after_start, stream)
+                # The first event after the restart goes out: a refused connection left no pause behind.
+                assert await first_delivered(pipeline, inbox, "after") == "after-1"
             assert status.details["channel_layer"] == "ok"
             assert len([r for r in caplog.records if "channel layer available again" in r.getMessage()]) == 1
             assert len([r for r in caplog.records if "channel layer unavailable" in r.getMessage()]) == 1
@@ -121,12 +135,11 @@ def ev_ids():
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_a_paused_redis_holds_no_publish_longer_than_5s_and_the_store_keeps_committing(settings):
-    with RedisServer() as redis:
-        settings.CHANNEL_LAYERS = layer_on(redis, settings)
+    async with contextlib.AsyncExitStack() as stack:
+        redis = stack.enter_context(RedisServer())
+        settings.REDIS_URL = redis.url
         aapl = await sync_to_async(instrument)("AAPL")
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
-        await layer.group_add(instrument_group(aapl.id), channel)
+        inbox = await stack.enter_async_context(listening(instrument_group(aapl.id)))
         loop = asyncio.get_running_loop()
         publish_times: list[float] = []
         commits: list[float] = []
@@ -146,10 +159,10 @@ async def test_a_paused_redis_holds_no_publish_longer_than_5s_and_the_store_keep
         pipeline = Pipeline(store=committing_store, publish=timed_publish, max_delay=0.05)
         runner = asyncio.create_task(pipeline.run())
         try:
-            assert await first_delivered(pipeline, layer, channel, "before") == "before-1"
+            assert await first_delivered(pipeline, inbox, "before") == "before-1"
             redis.pause()
             paused_at = time.monotonic()
-            # The feed worker's status publish, the other layer call it awaits.
+            # The feed worker's status publish, the other live-backend call it awaits.
             with pytest.raises(LayerUnavailable):
                 await publish_feed_status({"provider": "stocknews", "state": "connected"})
             status_publish = time.monotonic() - paused_at
@@ -170,8 +183,8 @@ async def test_a_paused_redis_holds_no_publish_longer_than_5s_and_the_store_keep
             gaps = [b - a for a, b in zip(edges, edges[1:])]
             assert max(gaps) <= BOUND, f"the store waited {max(gaps):.1f}s for the publish step"
             assert pipeline.stored == 1 + n
-            # Redis answers again: so do the publishes.
-            assert (await first_delivered(pipeline, layer, channel, "resumed")).startswith("resumed-")
+            # Redis answers again: so do the publishes, and the hub's subscription never broke.
+            assert (await first_delivered(pipeline, inbox, "resumed")).startswith("resumed-")
         finally:
             redis.resume()
             runner.cancel()
@@ -180,14 +193,18 @@ async def test_a_paused_redis_holds_no_publish_longer_than_5s_and_the_store_keep
 
 @pytest.mark.asyncio
 async def test_pooled_connections_to_a_restarted_redis_cost_no_failed_call(settings):
-    """The production options retry a stale pooled connection once, at once: after a restart
-    the first handshake's group_add (Daphne) or publish (a worker) does not fail for it."""
+    """The production options retry a stale pooled connection once, at once: after a restart the
+    first publish (a worker) or position read (a browser's watch request) does not fail for it."""
     with RedisServer() as redis:
-        settings.CHANNEL_LAYERS = layer_on(redis, settings)
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
-        await asyncio.gather(*(layer.group_add(f"pooled-{i}", channel) for i in range(5)))  # several in the pool
+        settings.REDIS_URL = redis.url
+        live = live_backend()
+        streams = [f"pooled-{i}" for i in range(5)]
+        # Several at once: several connections in the pool.
+        await asyncio.gather(*(live.publish([Outgoing(s, "{}")]) for s in streams),
+                             *(live.read([s], {}) for s in streams))
         await asyncio.to_thread(redis.stop)
         await asyncio.to_thread(redis.start)
-        for i in range(5):
-            await asyncio.wait_for(layer.group_add(f"after-{i}", channel), BOUND)
+        for i, stream in enumerate(streams):
+            assert await asyncio.wait_for(live.publish([Outgoing(stream, f'{{"n":{i}}}')]), BOUND) == [1]
+            recovery = await asyncio.wait_for(live.read([stream], {}), BOUND)
+            assert recovery[stream].position.seq == 1  # the restarted Redis started the stream again

@@ -1,19 +1,18 @@
-"""`run_feed`: the worker body against the simulator, with the real database and Redis layer."""
+"""`run_feed`: the worker body against the simulator, with the real database and Redis live path."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 
 from feeds.groups import instrument_group
 from feeds.models import FeedStatus, NewsItem, ProviderAccount
 from feeds.runner import run_feed
 from feeds.simulators.stocknews import StockNewsSimulator
 from tests.factories import team_with_watchlist, user
+from tests.live import listening
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 TOKEN = "runner-token-0001"
@@ -38,16 +37,14 @@ async def test_worker_subscribes_to_watched_tickers_stores_and_publishes(setting
     settings.FEEDS_WATCH_POLL_SECONDS = 0.1
     async with StockNewsSimulator([TOKEN], news_interval=None) as sim:
         aapl = await sync_to_async(setup)(f"ws://127.0.0.1:{sim.port}/ws")
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
-        await layer.group_add(instrument_group(aapl.id), channel)
-        stop = asyncio.Event()
-        worker = asyncio.create_task(run_feed("stocknews", stop=stop))
-        await sim.wait_for(lambda: any(m.get("type") == "subscribe" for _, m in sim.received if isinstance(m, dict)))
-        assert [m for _, m in sim.received if m.get("type") == "subscribe"][0]["tickers"] == ["AAPL"]
-        sent = sim.emit_news("AAPL")
-        received = {json.loads((await asyncio.wait_for(layer.receive(channel), 10))["text"])["event"]["kind"]
-                    for _ in range(2)}
+        async with listening(instrument_group(aapl.id)) as inbox:
+            stop = asyncio.Event()
+            worker = asyncio.create_task(run_feed("stocknews", stop=stop))
+            await sim.wait_for(lambda: any(m.get("type") == "subscribe" for _, m in sim.received
+                                           if isinstance(m, dict)))
+            assert [m for _, m in sim.received if m.get("type") == "subscribe"][0]["tickers"] == ["AAPL"]
+            sent = sim.emit_news("AAPL")
+            received = {event["kind"] for event in await inbox.events(2, timeout=10)}
         assert received == {"news", "quote"}
         status = await wait_for_state("connected")
         stop.set()
@@ -55,7 +52,6 @@ async def test_worker_subscribes_to_watched_tickers_stores_and_publishes(setting
     assert await sync_to_async(NewsItem.objects.filter(external_id=sent["data"]["articleSlug"]).exists)()
     final = await sync_to_async(FeedStatus.objects.get)(pk=status.pk)
     assert final.state == "stopped" and final.messages >= 2  # connected + news
-    await layer.flush()
 
 
 async def test_refused_token_is_reported_as_auth_failed_and_the_worker_exits():

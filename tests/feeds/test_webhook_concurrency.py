@@ -15,7 +15,6 @@ import json
 import time
 
 import pytest
-from channels.layers import get_channel_layer
 from django.test import Client
 
 from feeds.groups import audience_group
@@ -23,6 +22,7 @@ from feeds.models import Alert, WebhookConfig, WebhookDelivery
 from feeds.providers.trendspottr.webhook import secret_digest
 from tests.concurrency import LockGate, requires_postgres, start_together
 from tests.conftest import load_fixture_json
+from tests.live import listening
 
 pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
 TOKEN = "c0ncurrent-p4th-t0ken-0123456789"
@@ -65,23 +65,18 @@ def deliver_copies_at_once() -> list:
 
 @pytest.mark.asyncio
 async def test_five_copies_of_one_event_at_once_store_one_delivery_one_alert_one_push_and_answer_200(config):
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(audience_group("user7"), channel)
+    async with listening(audience_group("user7")) as inbox:
+        replies = await asyncio.to_thread(deliver_copies_at_once)
+        sentinel = json.loads(delivery(event_id=39))
+        sentinel["data"]["notification_id"] = 60480
+        assert (await asyncio.to_thread(deliver, json.dumps(sentinel))).status_code == 200
 
-    replies = await asyncio.to_thread(deliver_copies_at_once)
-    sentinel = json.loads(delivery(event_id=39))
-    sentinel["data"]["notification_id"] = 60480
-    assert (await asyncio.to_thread(deliver, json.dumps(sentinel))).status_code == 200
-
-    assert [reply.status_code for reply in replies] == [200] * COPIES
-    assert sorted(reply.json()["status"] for reply in replies) == ["duplicate"] * (COPIES - 1) + ["ok"]
-    await asyncio.to_thread(processed, {"38", "39"})
-    rows = await asyncio.to_thread(lambda: list(WebhookDelivery.objects.filter(event_id="38").values_list("state")))
-    assert rows == [("processed",)]
-    alerts = await asyncio.to_thread(lambda: list(Alert.objects.values_list("notification_id", flat=True)))
-    assert sorted(alerts) == ["60479", "60480"]
-    first = json.loads((await layer.receive(channel))["text"])["event"]
-    second = json.loads((await layer.receive(channel))["text"])["event"]
+        assert [reply.status_code for reply in replies] == [200] * COPIES
+        assert sorted(reply.json()["status"] for reply in replies) == ["duplicate"] * (COPIES - 1) + ["ok"]
+        await asyncio.to_thread(processed, {"38", "39"})
+        rows = await asyncio.to_thread(lambda: list(WebhookDelivery.objects.filter(event_id="38").values_list("state")))
+        assert rows == [("processed",)]
+        alerts = await asyncio.to_thread(lambda: list(Alert.objects.values_list("notification_id", flat=True)))
+        assert sorted(alerts) == ["60479", "60480"]
+        first, second = await inbox.events(2)
     assert (first["external_id"], second["external_id"]) == ("60479", "60480")  # no second push of 60479
-    await layer.flush()

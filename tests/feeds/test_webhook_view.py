@@ -9,8 +9,7 @@ import logging
 import time
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import get_channel_layer
+from asgiref.sync import sync_to_async
 from django.db import DatabaseError, connection
 from django.test import Client
 
@@ -20,6 +19,7 @@ from feeds.providers.trendspottr.webhook import secret_digest
 from feeds.webhook_processor import processor
 from tests.concurrency import LockGate, requires_postgres, start_together
 from tests.conftest import load_fixture_json
+from tests.live import listening, listening_in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TOKEN = "p4th-t0ken-unguessable-0123456789"
@@ -77,41 +77,32 @@ def in_state(state: str, *, timeout: float = 10) -> WebhookDelivery:
 
 
 def test_an_alert_is_stored_without_the_secret_and_published_to_its_audience(client, config, caplog):
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(audience_group("user7"), channel)
-    with caplog.at_level(logging.DEBUG):
+    with listening_in_thread(audience_group("user7")) as inbox, caplog.at_level(logging.DEBUG):
         response = post(client, sample())
-    assert response.status_code == 200 and response.json() == {"status": "ok"}
-    [delivery] = settled()
+        assert response.status_code == 200 and response.json() == {"status": "ok"}
+        [delivery] = settled()
+        [event] = inbox.events(1)
     assert delivery.event_id == "38" and delivery.state == "processed"
     assert "secret" not in delivery.payload and "topsecret" not in json.dumps(delivery.payload)
     alert = Alert.objects.get()
     assert (alert.provider, alert.audience, alert.level, alert.notification_id) == ("trendspottr", "user7", "Elevated", "60479")
     assert alert.related_hashtags[:2] == ["#technology", "#tech"]
     assert alert.url == "http://www.bbc.co.uk/news/technology-22278955"
-    message = json.loads(async_to_sync(layer.receive)(channel)["text"])
-    assert message["event"]["headline"] == "Nokia phone gets Whatsapp button"
+    assert event["headline"] == "Nokia phone gets Whatsapp button"
     assert "topsecret" not in caplog.text
-    async_to_sync(layer.flush)()
 
 
 @pytest.mark.asyncio
 async def test_the_same_event_five_times_makes_one_alert_one_push_and_five_200s(client, config):
-    # One event loop for every layer call: channels-redis' receive buffer is per loop.
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(audience_group("user7"), channel)
-    statuses = [(await sync_to_async(post)(client, sample(attempts=n))).status_code for n in range(5)]
-    sentinel = sample(event_id=39)
-    sentinel["data"]["notification_id"] = 60480
-    await sync_to_async(post)(client, sentinel)
-    await sync_to_async(settled)(count=2)
-    assert statuses == [200] * 5 and await sync_to_async(Alert.objects.count)() == 2
-    first = json.loads((await layer.receive(channel))["text"])["event"]
-    second = json.loads((await layer.receive(channel))["text"])["event"]
+    async with listening(audience_group("user7")) as inbox:
+        statuses = [(await sync_to_async(post)(client, sample(attempts=n))).status_code for n in range(5)]
+        sentinel = sample(event_id=39)
+        sentinel["data"]["notification_id"] = 60480
+        await sync_to_async(post)(client, sentinel)
+        await sync_to_async(settled)(count=2)
+        assert statuses == [200] * 5 and await sync_to_async(Alert.objects.count)() == 2
+        first, second = await inbox.events(2)
     assert (first["external_id"], second["external_id"]) == ("60479", "60480")  # no second push of 60479
-    await layer.flush()
 
 
 def test_a_duplicate_event_gets_200_and_has_no_effect(client, config):

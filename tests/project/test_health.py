@@ -1,6 +1,7 @@
 """/healthz and /readyz as a load balancer sees them: plain HTTP, a backend address as Host, no
-session; the database and the channel layer real, and made unreachable with real sockets (a
-closed port refuses; a listener that accepts and never answers hangs)."""
+session; the database and the live backend's Redis (the "channel_layer" check) real, and made
+unreachable with real sockets (a closed port refuses; a listener that accepts and never answers,
+or a paused redis-server, hangs)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.db.utils import ConnectionHandler
 
 from project import health
+from tests.redisserver import RedisServer
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 PROBE = b"10.0.0.5:8000"  # the Host a balancer sends: the backend's address, not a site name
@@ -55,11 +57,6 @@ async def silent_server():
         await server.wait_closed()
 
 
-def redis_layer_at(port: int) -> dict:
-    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                        "CONFIG": {"hosts": [f"redis://127.0.0.1:{port}/0"]}}}
-
-
 async def get(path: str, host: bytes = PROBE) -> dict:
     """A plain-HTTP GET through Django's ASGI handler, built now (with this test's settings)."""
     communicator = HttpCommunicator(ASGIHandler(), "GET", path, headers=[(b"host", host)])
@@ -86,8 +83,8 @@ async def test_healthz_and_readyz_answer_a_plain_http_probe_without_redirect_or_
 
 
 async def test_readyz_is_503_when_the_channel_layer_refuses(settings):
-    port = closed_port()
-    settings.CHANNEL_LAYERS = redis_layer_at(port)
+    port = closed_port()  # where a stopped Redis was
+    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"  # the live backend follows (feeds.hub.live_backend)
     status, body, elapsed = await probe()
     assert status == 503 and body["status"] == "not_ready" and elapsed < 1.5
     assert body["checks"]["channel_layer"]["status"] == "error" and body["checks"]["database"]["status"] == "ok"
@@ -95,8 +92,10 @@ async def test_readyz_is_503_when_the_channel_layer_refuses(settings):
 
 
 async def test_readyz_is_503_within_a_second_when_the_channel_layer_hangs(settings):
-    async with silent_server() as port:
-        settings.CHANNEL_LAYERS = redis_layer_at(port)
+    with RedisServer() as redis:
+        settings.REDIS_URL = redis.url
+        assert (await probe())[0] == 200  # this Redis answers: the probe below fails for the pause alone
+        redis.pause()
         status, body, elapsed = await probe()
     assert status == 503 and body["checks"]["channel_layer"]["status"] == "timeout"
     assert 0.9 <= elapsed < 1.6

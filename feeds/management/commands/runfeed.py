@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from feeds import metrics
 from feeds.logging import set_process_role
+from project.gctune import tune_gc
 from feeds.providers import FEEDS
 from feeds.runner import run_feed
 
@@ -37,6 +38,7 @@ class Command(BaseCommand):
                 metrics.serve(port, bind=metrics_bind or settings.METRICS_BIND)
             except OSError as exc:
                 raise CommandError(f"cannot serve metrics on port {port}: {exc}") from exc
+        tune_gc()
         code = asyncio.run(self._main(provider))
         if code:
             raise CommandError(f"{provider} feed stopped (exit code {code}); see the log and FeedStatus", returncode=code)

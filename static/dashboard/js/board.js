@@ -1,11 +1,12 @@
 /*
- * Tickerwire live board. The socket, its reconnect policy, heartbeat, status indicator and the
- * "access ended" handling are the shared live.js (window.TickerwireLive). After every open we re-fetch
- * the snapshot, merge it into the in-memory model (DOM rebuilt only if the watchlist structure changed),
- * then send {"type":"watch"}. Messages dispatch via MESSAGE_HANDLERS (by type) and EVENT_HANDLERS
- * (by event kind); handlers update the model and mark rows dirty; one requestAnimationFrame renders
- * the dirty rows. When access ended for good (44xx close), the board says why in #access-note, with a
- * link to log in.
+ * Tickerwire live board. The socket, its reconnect policy, heartbeat, status indicator, "access ended"
+ * handling and exact resync (subscribe, then snapshot only what the server could not recover) are the
+ * shared live.js and streams.js (window.TickerwireLive). The page loads its snapshot
+ * once to learn its watchlists, watches them, and merges every later snapshot into the in-memory model
+ * (DOM rebuilt only if the watchlist structure changed). Events dispatch via EVENT_HANDLERS (by event
+ * kind), other messages via MESSAGE_HANDLERS (by type); handlers update the model and mark rows dirty;
+ * one requestAnimationFrame renders the dirty rows. When access ended for good (44xx close), the board
+ * says why in #access-note, with a link to log in.
  * Security: provider strings reach the DOM only via textContent / setAttribute (safe attributes).
  */
 "use strict";
@@ -298,8 +299,8 @@
     location.assign(loginUrl + "?next=" + encodeURIComponent(location.pathname + location.search));
   }
 
-  async function fetchSnapshot() {
-    const res = await fetch(snapshotUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  async function fetchSnapshot(signal) {
+    const res = await fetch(snapshotUrl, { credentials: "same-origin", headers: { Accept: "application/json" }, signal });
     const loginPath = new URL(loginUrl, location.href).pathname;
     if (res.status === 401 || res.status === 403 || (res.redirected && new URL(res.url).pathname === loginPath)) {
       goToLogin();
@@ -339,11 +340,13 @@
   }
 
   // reuse=true joins a fetch already in flight; responses are applied in request order only.
-  let pendingSnapshot = null, fetchSeq = 0, appliedSeq = 0;
-  function refreshSnapshot(reuse) {
+  let pendingSnapshot = null, fetchSeq = 0, appliedSeq = 0, loaded = false;
+  function refreshSnapshot(reuse, signal) {
     if (reuse && pendingSnapshot) return pendingSnapshot;
     const seq = ++fetchSeq;
-    const p = fetchSnapshot().then((data) => { if (seq > appliedSeq) { appliedSeq = seq; applySnapshot(data); } });
+    const p = fetchSnapshot(signal).then((data) => {
+      if (seq > appliedSeq) { appliedSeq = seq; applySnapshot(data); loaded = true; }
+    });
     const clear = () => { if (pendingSnapshot === p) pendingSnapshot = null; };
     p.then(clear, clear);
     return (pendingSnapshot = p);
@@ -359,15 +362,16 @@
     alert_revoked: (ev) => window.TickerwireAlerts.revoke(ev),
   };
 
+  function onEvent(msg) { // once each, in order (live.js)
+    const ev = msg.event, handler = ev && EVENT_HANDLERS[ev.kind];
+    if (handler && handler(ev)) markDirty(ev.instrument_id);
+  }
+
   const MESSAGE_HANDLERS = {
     watching: (msg) => console.debug("watching", msg.watchlists, msg.instruments),
-    event: (msg) => {
-      const ev = msg.event, handler = ev && EVENT_HANDLERS[ev.kind];
-      if (handler && handler(ev)) markDirty(ev.instrument_id);
-    },
     error: (msg) => console.warn("server error:", msg.error, msg.detail),
-    revoked: (msg) => { if (msg.reason) showAccess(String(msg.reason)); }, // live.js then resyncs (onRevoked)
-    watchlist_changed: () => live.resync((send) => resync(send, false)), // a teammate added or removed an instrument
+    revoked: (msg) => { if (msg.reason) showAccess(String(msg.reason)); }, // live.js then resyncs
+    watchlist_changed: () => live.resync(), // a teammate added or removed an instrument: the structure changed
     access_ended: () => {}, // live.js keeps the reason for the close that follows
     pong: () => {},
   };
@@ -378,10 +382,20 @@
   }
 
   /* ---------- connection ---------- */
-  // Snapshot first, then (re)subscribe. A failure rejects: live.js closes the socket and reconnects
-  // with its backoff. reuse=true joins a snapshot fetch already in flight (e.g. the page load's).
-  function resync(send, reuse) {
-    return refreshSnapshot(reuse).then(() => send({ type: "watch", watchlists: watchlistIds }));
+  // The watch request needs the watchlist ids, which only a snapshot gives: the first one joins the
+  // page load's fetch. Snapshots taken for live.js are fresh (never one started before the subscription);
+  // if one shows other watchlists than were requested, the page watches again. A failure rejects:
+  // live.js closes the socket and reconnects with its backoff.
+  let requested = "";
+  async function watchRequest() {
+    if (!loaded) await refreshSnapshot(true);
+    requested = JSON.stringify(watchlistIds);
+    return { watchlists: watchlistIds };
+  }
+
+  async function loadSnapshot(streams, signal) {
+    await refreshSnapshot(false, signal);
+    if (JSON.stringify(watchlistIds) !== requested) live.rewatch();
   }
 
   /* ---------- access changes ---------- */
@@ -406,8 +420,9 @@
   live = window.TickerwireLive.connect({
     wsPath,
     loginUrl,
-    onOpen: (send) => resync(send, true),
-    onRevoked: (send) => resync(send, false), // access changed: a fresh snapshot, then watch again
+    watchRequest,
+    loadSnapshot,
+    onEvent,
     onMessage,
     onEnded: (why) => showAccess(why, true),
     onClose: (opened) => { if (!opened) refreshSnapshot(true).catch(() => {}); }, // refused: session expired? (-> login)

@@ -60,10 +60,11 @@
     history.set(status.provider, points);
   }
 
+  // No watch request: feed_status frames are not sequenced, so live.js loads the snapshot after every open.
   window.TickerwireLive.connect({
     wsPath: root.dataset.wsPath,
-    onOpen: async () => {
-      const res = await fetch(root.dataset.dataUrl, { credentials: "same-origin" });
+    loadSnapshot: async (streams, signal) => {
+      const res = await fetch(root.dataset.dataUrl, { credentials: "same-origin", signal });
       if (!res.ok) throw new Error("health HTTP " + res.status);
       const data = await res.json();
       if (data.server_time) clockOffset = Date.parse(data.server_time) - Date.now();

@@ -62,19 +62,33 @@
   }
   filters.addEventListener("input", render);
 
-  window.TickerwireLive.connect({
+  // The watch request needs the watchlist ids, which only the inbox data gives: the first request
+  // loads it once; live.js then loads it again after subscribing (and after a reconnect the server
+  // could not fully replay). If the ids changed meanwhile, the page watches again.
+  let watchlists = null, requested = "", live = null;
+  async function load(signal) {
+    const res = await fetch(root.dataset.dataUrl, { credentials: "same-origin", signal });
+    if (!res.ok) throw new Error("inbox HTTP " + res.status);
+    const data = await res.json();
+    alerts.clear();
+    for (const a of data.alerts) alerts.set(key(a), a);
+    render();
+    watchlists = data.watchlists;
+  }
+
+  live = window.TickerwireLive.connect({
     wsPath: root.dataset.wsPath,
-    onOpen: async (send) => {
-      const res = await fetch(root.dataset.dataUrl, { credentials: "same-origin" });
-      if (!res.ok) throw new Error("inbox HTTP " + res.status);
-      const data = await res.json();
-      alerts.clear();
-      for (const a of data.alerts) alerts.set(key(a), a);
-      render();
-      send({ type: "watch", watchlists: data.watchlists });
+    watchRequest: async () => {
+      if (!watchlists) await load();
+      requested = JSON.stringify(watchlists);
+      return { watchlists };
     },
-    onMessage: (msg) => {
-      const ev = msg.type === "event" && msg.event;
+    loadSnapshot: async (streams, signal) => {
+      await load(signal);
+      if (JSON.stringify(watchlists) !== requested) live.rewatch();
+    },
+    onEvent: (msg) => {
+      const ev = msg.event;
       if (!ev) return;
       if (ev.kind === "alert") { alerts.set(key(ev), Object.assign({ revoked: false, acknowledged: false }, alerts.get(key(ev)), ev)); render(); }
       if (ev.kind === "alert_revoked" && alerts.has(key(ev))) { alerts.get(key(ev)).revoked = true; render(); }

@@ -1,8 +1,9 @@
 /*
  * Instrument page: a candlestick chart with volume (lightweight-charts, served from our static
  * files), one pane per sentiment provider on its own scale, news markers, a filterable news
- * list and the alert timeline (revoked alerts struck through). Snapshot from the detail API
- * after every (re)connect, then live events for this one instrument.
+ * list and the alert timeline (revoked alerts struck through). Live events for this one instrument
+ * through live.js, which loads the snapshot from the detail API after subscribing, and after a
+ * reconnect only if the server could not replay what was missed.
  * Provider text reaches the DOM only through textContent; links only if http(s).
  */
 "use strict";
@@ -112,8 +113,8 @@
   }
 
   /* ---------- snapshot and live events ---------- */
-  async function loadSnapshot() {
-    const res = await fetch(root.dataset.detailUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  async function loadSnapshot(streams, signal) {
+    const res = await fetch(root.dataset.detailUrl, { credentials: "same-origin", headers: { Accept: "application/json" }, signal });
     if (res.status === 401) { location.assign(root.dataset.loginUrl + "?next=" + encodeURIComponent(location.pathname)); return; }
     if (!res.ok) throw new Error("detail HTTP " + res.status);
     const data = await res.json();
@@ -136,9 +137,10 @@
 
   window.TickerwireLive.connect({
     wsPath: root.dataset.wsPath,
-    onOpen: async (send) => { await loadSnapshot(); send({ type: "watch", instruments: [id] }); },
-    onMessage: (msg) => {
-      const ev = msg.type === "event" && msg.event;
+    watchRequest: () => ({ instruments: [id] }),
+    loadSnapshot,
+    onEvent: (msg) => {
+      const ev = msg.event;
       if (ev && ev.instrument_id === id && HANDLERS[ev.kind]) HANDLERS[ev.kind](ev);
     },
   });

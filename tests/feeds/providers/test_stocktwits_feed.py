@@ -1,15 +1,13 @@
-"""The StockTwits firehose worker against its SSE simulator, with the real database and layer:
+"""The StockTwits firehose worker against its SSE simulator, with the real database and live path:
 resume without gap or duplicate, status codes, the size cap and awkward gzip splits."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 
 from feeds.backoff import Backoff
 from feeds.groups import instrument_group
@@ -17,6 +15,7 @@ from feeds.models import CrowdMention, FeedStatus, Instrument, ProviderAccount, 
 from feeds.runner import run_feed
 from feeds.simulators.stocktwits import StockTwitsSimulator
 from tests.factories import instrument
+from tests.live import listening
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 CREDS = ("firehose-user", "firehose-pass-123")
@@ -92,15 +91,12 @@ async def test_per_minute_crowd_sentiment_is_stored_and_published():
     async with StockTwitsSimulator([":".join(CREDS)], interval=None) as sim:
         await sync_to_async(account)(sim)
         aapl = await sync_to_async(Instrument.objects.get)(symbol="AAPL")
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
-        await layer.group_add(instrument_group(aapl.id), channel)
-        async with worker():
+        async with listening(instrument_group(aapl.id)) as inbox, worker():
             await sim.wait_for(lambda: sim.open_streams == 1)
             sim.emit(["AAPL"], sentiment_score=0.5)
-            first = json.loads((await asyncio.wait_for(layer.receive(channel), 10))["text"])["event"]
+            [first] = await inbox.events(1, timeout=10)
             sim.emit(["AAPL"], sentiment_score=-0.1)
-            second = json.loads((await asyncio.wait_for(layer.receive(channel), 10))["text"])["event"]
+            [second] = await inbox.events(1, timeout=10)
         assert first["kind"] == "sentiment" and first["volume"] == 1 and first["score"] == 0.5
         if second["external_id"] == first["external_id"]:  # same minute: the bucket is recomputed
             assert second["volume"] == 2 and second["score"] == pytest.approx(0.2)
@@ -108,7 +104,6 @@ async def test_per_minute_crowd_sentiment_is_stored_and_published():
         assert sum(samples) == 2
         filled = (await sync_to_async(Instrument.objects.get)(pk=aapl.pk)).name
         assert filled  # the message's symbol title filled in the blank name
-        await layer.flush()
 
 
 @pytest.mark.parametrize("status,state", [(401, "auth_failed"), (406, "refused")])
