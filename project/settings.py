@@ -148,27 +148,25 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-# How this process talks to Redis, chosen against the locked pair channels-redis 4.3.0 + redis-py 8.1
-# (requirements.in; upgrade them together and rerun tests/project/test_channel_layer.py):
-# - Every browser socket waits for its next message in a blocking BZPOPMIN of
-#   CHANNEL_LAYER_BLOCKING_READ seconds (channels-redis' `brpop_timeout`), then asks again. redis-py 8
-#   reads with a 5 s socket timeout by default: equal to the block, so an idle socket's receive raised
-#   TimeoutError after 5 s and Daphne dropped the browser. The read timeout must clear the block
-#   with room for a busy Redis: 3x.
-# - That read timeout is still what detects a Redis that stops answering without closing (black hole).
-# - TCP keepalive (explicit, not redis-py's default) probes idle pooled connections, so a dead peer or
-#   a firewall that forgets idle flows is noticed in idle + interval x count = 45 s.
+# How this process talks to Redis (redis-py 8.1, locked in requirements.txt). The live path
+# (feeds/livestore.py) uses these options for its clients:
+# - Publishers and position reads never block-read: their read timeout is CHANNEL_LAYER_SEND_TIMEOUT,
+#   which is also what detects a Redis that stops answering without closing (black hole).
+# - The hub's one pub/sub connection per server process has no read timeout (it idles between
+#   events); it PINGs every 30 s, and TCP keepalive (explicit, not redis-py's default) finds a dead
+#   peer or a firewall that forgot the flow in idle + interval x count = 45 s
+#   (tests/project/test_channel_layer.py idles one past every timeout).
 # - A pooled connection idle past the health-check interval is PINGed before reuse, so one that Redis
-#   closed (restart, `timeout` config) fails the PING and is replaced instead of failing a send.
-# - Pool size: redis-py's default of 100 fails at once ("Too many connections") when a burst of
-#   browsers connects together (after a deploy); each socket holds one while it blocks.
+#   closed (restart, `timeout` config) fails the PING and is replaced instead of failing a publish.
+# - CHANNEL_LAYERS keeps Channels' own layer configured on the same Redis for code that wants
+#   Channels' group API; no Tickerwire path uses it (bench/README.md: measured and replaced).
 def tcp_keepalive_options(*, idle: int, interval: int, count: int) -> dict[int, int]:
     """Socket options by their Linux names; a platform without one keeps its own default."""
     wanted = {"TCP_KEEPIDLE": idle, "TCP_KEEPINTVL": interval, "TCP_KEEPCNT": count}
     return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
 
 
-CHANNEL_LAYER_BLOCKING_READ = 5  # channels-redis 4.3.0 RedisChannelLayer.brpop_timeout
+CHANNEL_LAYER_BLOCKING_READ = 5  # channels-redis 4.3.0 RedisChannelLayer.brpop_timeout (Channels' own layer)
 REDIS_CONNECTION = {
     "socket_timeout": 3 * CHANNEL_LAYER_BLOCKING_READ,
     "socket_connect_timeout": 5,
@@ -199,10 +197,9 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-# The socket timeout above must outlast the consumers' blocking reads, so it cannot bound a
-# publish. Publishers never block-read: feeds/broadcast.py bounds every group_send (a batch of
-# events shares one bound) and, after a failure, waits this long before trying the layer again.
-# Together they keep a stopped or paused Redis from holding a feed worker more than a few seconds.
+# feeds/broadcast.py bounds every publish (a batch of events shares one bound) and, after a publish
+# that timed out, waits this long before trying Redis again. Together they keep a stopped or paused
+# Redis from holding a feed worker more than a few seconds.
 CHANNEL_LAYER_SEND_TIMEOUT = float(os.environ.get("CHANNEL_LAYER_SEND_TIMEOUT", "3"))
 CHANNEL_LAYER_RETRY_SECONDS = float(os.environ.get("CHANNEL_LAYER_RETRY_SECONDS", "1"))
 
