@@ -3,31 +3,44 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Prefetch
 
 from feeds.groups import team_audience, user_audience
-from feeds.selectors import alert_messages_for, market_snapshot_for_instruments
+from feeds.selectors import BOARD_ALERT_KEYS, alert_messages_for, market_snapshot_for_instruments
 
 from .models import Membership, Watchlist, WatchlistItem
 
 
-def team_ids_for_user(*, user: AbstractBaseUser | AnonymousUser) -> set[int]:
+def team_roles_for_user(*, user: AbstractBaseUser | AnonymousUser) -> dict[int, str]:
+    """{team id: the user's role in it}, for an active user; empty otherwise."""
     if not user.is_authenticated or not user.is_active:
+        return {}
+    return dict(Membership.objects.filter(user=user).values_list("team_id", "role"))
+
+
+def team_ids_for_user(*, user: AbstractBaseUser | AnonymousUser) -> set[int]:
+    return set(team_roles_for_user(user=user))
+
+
+def _audiences(*, user: AbstractBaseUser | AnonymousUser, team_ids: Iterable[int]) -> set[str]:
+    if not user.is_authenticated:
         return set()
-    return set(Membership.objects.filter(user=user).values_list("team_id", flat=True))
+    return {team_audience(team_id) for team_id in team_ids} | {user_audience(user.pk)}
 
 
 def audiences_for_user(*, user: AbstractBaseUser | AnonymousUser) -> set[str]:
     """The alert audiences whose alerts this user may see: one per team, and their own."""
-    if not user.is_authenticated:
-        return set()
-    return {team_audience(team_id) for team_id in team_ids_for_user(user=user)} | {user_audience(user.pk)}
+    return _audiences(user=user, team_ids=team_ids_for_user(user=user))
 
 
 def watchlist_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> list[Watchlist]:
-    teams = team_ids_for_user(user=user)
-    return list(Watchlist.objects.filter(team_id__in=teams).select_related("team").prefetch_related("items__instrument"))
+    """The user's teams' watchlists with their teams, items and instruments: three queries."""
+    items = WatchlistItem.objects.select_related("instrument")
+    return list(Watchlist.objects.filter(team_id__in=team_ids_for_user(user=user)).select_related("team")
+                .prefetch_related(Prefetch("items", queryset=items)))
 
 
 def watch_request_authorise(
@@ -64,30 +77,34 @@ def instrument_ids_watched() -> set[int]:
     return set(WatchlistItem.objects.values_list("instrument_id", flat=True).distinct())
 
 
+BOARD_INSTRUMENT_KEYS = ("id", "symbol", "name", "exchange")
+
+
 def board_snapshot_for_user(*, user: AbstractBaseUser) -> dict:
-    """The board's initial state: the user's watchlists with each instrument's latest values."""
-    watchlists = watchlist_list_for_user(user=user)
-    roles = dict(Membership.objects.filter(user=user).values_list("team_id", "role"))
-    instrument_ids = {item.instrument_id for wl in watchlists for item in wl.items.all()}
+    """The board's initial state: the user's watchlists with each instrument's latest values, and
+    the alerts panel. Only what static/dashboard/js/board.js, watchlist-edit.js and alerts.js read
+    (and feeds.selectors.BOARD_*_KEYS). Nine queries whatever the number of instruments: the
+    memberships, the watchlists, their items with instruments, the market (five: see
+    market_snapshot_for_instruments), the alerts. Rows, not model instances: a board of 50
+    instruments would spend more time building those than in the queries."""
+    roles = team_roles_for_user(user=user)
+    watchlists = list(Watchlist.objects.filter(team_id__in=roles).values("id", "name", "team_id", "team__name"))
+    items: dict[int, list[dict]] = {wl["id"]: [] for wl in watchlists}
+    for watchlist_id, *instrument in (WatchlistItem.objects.filter(watchlist_id__in=items).values_list(
+            "watchlist_id", "instrument_id", "instrument__symbol", "instrument__name", "instrument__exchange")):
+        items[watchlist_id].append(dict(zip(BOARD_INSTRUMENT_KEYS, instrument)))
+    instrument_ids = {instrument["id"] for listed in items.values() for instrument in listed}
     market = market_snapshot_for_instruments(instrument_ids=instrument_ids)
+    alerts = alert_messages_for(instrument_ids=instrument_ids, audiences=_audiences(user=user, team_ids=roles))
     return {
-        "alerts": alert_messages_for(instrument_ids=instrument_ids, audiences=audiences_for_user(user=user)),
+        "alerts": [{key: alert[key] for key in BOARD_ALERT_KEYS} for alert in alerts],
         "watchlists": [
             {
-                "id": wl.id,
-                "name": wl.name,
-                "team": {"id": wl.team_id, "name": wl.team.name},
-                "role": roles.get(wl.team_id, ""),
-                "instruments": [
-                    {
-                        "id": item.instrument.id,
-                        "symbol": item.instrument.symbol,
-                        "name": item.instrument.name,
-                        "exchange": item.instrument.exchange,
-                        **market[item.instrument.id],
-                    }
-                    for item in wl.items.all()
-                ],
+                "id": wl["id"],
+                "name": wl["name"],
+                "team": {"name": wl["team__name"]},
+                "role": roles.get(wl["team_id"], ""),
+                "instruments": [{**instrument, **market[instrument["id"]]} for instrument in items[wl["id"]]],
             }
             for wl in watchlists
         ]
@@ -150,12 +167,13 @@ def alert_inbox_for_user(*, user: AbstractBaseUser, limit: int = 200) -> dict:
     each with whether this user acknowledged it; plus the watchlist ids the page watches live."""
     from .models import AlertAcknowledgement
 
-    instrument_ids = instrument_ids_visible_to_user(user=user)
-    alerts = alert_messages_for(instrument_ids=instrument_ids, audiences=audiences_for_user(user=user), limit=limit)
+    teams = team_ids_for_user(user=user)
+    instrument_ids = WatchlistItem.objects.filter(watchlist__team_id__in=teams).values_list("instrument_id", flat=True)
+    alerts = alert_messages_for(instrument_ids=instrument_ids, audiences=_audiences(user=user, team_ids=teams), limit=limit)
     acked = set(AlertAcknowledgement.objects.filter(user=user).values_list("alert__provider", "alert__external_id"))
     for alert in alerts:
         alert["acknowledged"] = (alert["provider"], alert["external_id"]) in acked
-    lists = list(Watchlist.objects.filter(team_id__in=team_ids_for_user(user=user)).values_list("id", flat=True))
+    lists = list(Watchlist.objects.filter(team_id__in=teams).values_list("id", flat=True))
     return {"alerts": alerts, "watchlists": lists}
 
 

@@ -220,7 +220,8 @@ class AlertRuleForm(forms.Form):
 
     def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.watchlists = {f"w{w.pk}": w for w in Watchlist.objects.filter(team_id__in=team_ids_for_user(user=user))}
+        self.watchlists = {f"w{w.pk}": w for w in Watchlist.objects.filter(team_id__in=team_ids_for_user(user=user))
+                           .select_related("team")}  # str(watchlist) names its team
         self.instruments = {f"i{i.pk}": i for i in Instrument.objects.filter(pk__in=instrument_ids_visible_to_user(user=user))}
         self.fields["scope"].choices = [(k, f"Watchlist: {w}") for k, w in self.watchlists.items()] + [
             (k, f"Instrument: {i.symbol}") for k, i in self.instruments.items()]
@@ -252,5 +253,6 @@ def rules_page(request: HttpRequest) -> HttpResponse:
         except PermissionDenied as exc:
             form.add_error(None, str(exc))
     rules = (AlertRule.objects.filter(team_id__in=team_ids_for_user(user=request.user))
-             .filter(Q(owner__isnull=True) | Q(owner=request.user)).select_related("team", "watchlist", "instrument"))
+             .filter(Q(owner__isnull=True) | Q(owner=request.user))
+             .select_related("team", "owner", "watchlist__team", "instrument"))
     return render(request, "dashboard/rules.html", {"form": form, "rules": rules})

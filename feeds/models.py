@@ -151,6 +151,9 @@ class Bar(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["instrument", "provider", "interval", "start"], name="bar_unique_start")
         ]
+        # An instrument's newest bars whatever the provider or interval (the board's sparkline, the
+        # instrument page's chart): the unique index above cannot give them without a sort.
+        indexes = [models.Index(fields=["instrument", "-start"], name="bar_instrument_newest")]
 
 
 class SentimentSample(models.Model):

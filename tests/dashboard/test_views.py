@@ -140,3 +140,42 @@ def test_snapshot_carries_a_sparkline_of_recent_bar_closes(client, teams):
     [row] = client.get("/api/board/").json()["watchlists"][0]["instruments"]
     assert row["spark"] == [10.0, 11.0, 10.5] and row["bar"]["close"] == 10.5
     assert row["day_range"] == [10.0, 11.0]
+
+
+def test_snapshot_carries_only_what_the_boards_scripts_read(client, teams):
+    """static/dashboard/js/board.js, watchlist-edit.js and alerts.js read these keys and no others."""
+    from datetime import timedelta
+
+    from feeds.models import Alert, Bar, Quote, SentimentSample
+
+    alice, carol, alpha, beta = teams
+    aapl = alpha.items.get().instrument
+    t = datetime(2026, 2, 6, 12, 0, tzinfo=timezone.utc)
+    Quote.objects.create(instrument=aapl, provider="insightsentry", price=10, change=1, change_percent=11.1, bid=9.9,
+                         ask=10.1, volume=5, ts=t)
+    Bar.objects.create(instrument=aapl, provider="insightsentry", interval="1m", start=t, open=9, high=11, low=8,
+                       close=10, volume=3)
+    SentimentSample.objects.create(instrument=aapl, provider="stocktwits", external_id="s1", ts=t, score=0.5,
+                                   scale="-1..1", volume=4)
+    NewsItem.objects.create(instrument=aapl, provider="stocknews", external_id="n1", headline="Up", summary="long",
+                            published_at=t, received_at=t + timedelta(seconds=2), key_factors=["x"])
+    Alert.objects.create(instrument=aapl, provider="knowsis", external_id="a1", triggered_at=t, level="high",
+                         description="long", related_hashtags=["#x"])
+    client.force_login(alice)
+    snapshot = client.get("/api/board/").json()
+    [watchlist] = snapshot["watchlists"]
+    [row] = watchlist.pop("instruments")
+    assert watchlist == {"id": alpha.id, "name": "Main", "team": {"name": "Alpha"}, "role": "owner"}
+    assert set(row) == {"id", "symbol", "name", "exchange", "quote", "bar", "spark", "day_range", "sentiment", "news"}
+    assert row["quote"] == {"ts": "2026-02-06T12:00:00Z", "price": 10.0, "change_percent": 11.1, "bid": 9.9,
+                            "ask": 10.1, "delay_seconds": 0}
+    assert row["bar"] == {"interval": "1m", "start": "2026-02-06T12:00:00Z", "open": 9.0, "high": 11.0, "low": 8.0,
+                          "close": 10.0}
+    assert row["sentiment"] == {"stocktwits": {"provider": "stocktwits", "ts": "2026-02-06T12:00:00Z", "score": 0.5,
+                                               "volume": 4.0}}
+    assert row["news"] == [{"external_id": "n1", "headline": "Up", "published_at": "2026-02-06T12:00:00Z",
+                            "received_at": "2026-02-06T12:00:02Z", "url": "", "source": "", "sentiment": None,
+                            "sentiment_label": "", "confidence": None}]
+    assert snapshot["alerts"] == [{"provider": "knowsis", "external_id": "a1", "instrument_id": aapl.id,
+                                   "symbol": "AAPL", "triggered_at": "2026-02-06T12:00:00Z", "level": "high",
+                                   "headline": "", "url": "", "revoked": False}]
