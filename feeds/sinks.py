@@ -212,7 +212,7 @@ class Sink:
         then reaches the browser once, in seq order."""
         if first is not None and not self.closed:
             self.writer.write(first)
-        if upto:
+        if upto and self.queue:
             kept = deque(f for f in self.queue if not (f.seq and f.seq <= upto.get(f.stream, 0)))
             self.queued_bytes -= sum(len(f.data) for f in self.queue) - sum(len(f.data) for f in kept)
             self.queue = kept
