@@ -27,6 +27,7 @@ from feeds.outbox import SlidingWindow
 
 from . import marketgen
 from .base import coerce_fields, switch
+from .flood import Flood, flood_count, flood_rate, send_flood
 from .insightproto import CODE_RE, YEAR_IN_UNITS  # noqa: F401 (re-exported)
 from .insightproto import POLICY_VIOLATION, UNSUPPORTED_DATA, ProtocolError, Subscription, parse_subscribe
 from .marketgen import Interval, Quote
@@ -49,8 +50,8 @@ class _Client:
 
 
 class InsightSentrySimulator(WebSocketSimulator):
-    """Knobs: silent (frozen: sends nothing, keeps sockets), emit_quote(), send_error(),
-    close_all(), drop_all(), evict(), max_connections, delays, quote_shape.
+    """Knobs: silent (frozen: sends nothing, keeps sockets), emit_quote(), flood(), send_error(),
+    close_all(), drop_all(), evict(), max_connections, delays, quote_shape, tick_interval.
     Observability: connection_attempts, open_connections, received, subscriptions_of(), wait_for()."""
 
     def __init__(
@@ -72,6 +73,7 @@ class InsightSentrySimulator(WebSocketSimulator):
         # Reported: >~300 subscribe messages per 5 minutes are ignored while the feed goes on.
         self.max_subscribes, self.subscribe_window = max_subscribes, subscribe_window
         self.silent = False
+        self.flooding: Flood | None = None  # the latest flood()
         self.connection_attempts = 0
         self.received: list[tuple[int, Any]] = []
         self._market = marketgen.Market(random.Random(seed), default_dt=tick_interval or 0.25)
@@ -113,6 +115,37 @@ class InsightSentrySimulator(WebSocketSimulator):
         the code's quote subscribers, fold it into the bars and send the changed series."""
         tick = self._market.tick(code, self._clock(), price=float(price))
         return self._dispatch([tick], fields)
+
+    def flood(self, count: int, *, kind: str = "both", rate: float | None = None) -> dict[str, Any]:
+        """Generate `count` ticks, round robin over the subscribed codes, then send them in the
+        background as fast as each connection takes them, or at `rate` ticks per second
+        (feeds/simulators/flood.py). Each tick is a quote update (one item, in the current quote
+        shape) and/or (`kind`: "quote", "series", "both") a series update per subscribed interval.
+        Returns what will be sent: frames, quotes and bars."""
+        count, rate = flood_count(count), flood_rate(rate)
+        if kind not in ("quote", "series", "both"):
+            raise ValueError(f"kind must be quote, series or both, not {kind!r}")
+        codes = sorted({s.code for c in self._clients.values() for s in c.subscriptions})
+        if not codes:
+            raise ValueError("nothing is subscribed: nothing to flood")
+        frames: list[tuple[list[ServerConnection], str]] = []
+        quotes = bars = 0
+        for i in range(count):
+            tick = self._market.tick(codes[i % len(codes)], self._clock())
+            if kind != "series":
+                item = self._quote_item(tick)
+                flat = self.quote_shape == "flat" or (self.quote_shape == "mixed" and next(self._rounds) % 2 == 0)
+                message = {k: item.get(k) for k in FLAT_FIELDS} if flat else _envelope(int(tick.time * 1000), [item])
+                readers = self._subscribers(tick.code, "quote")
+                frames.append((readers, json.dumps(message)))
+                quotes += len(readers) > 0
+            if kind != "quote":
+                for readers, message in self._series_updates(tick):
+                    frames.append((readers, json.dumps(message)))
+                    bars += 1
+        self.flooding = Flood(len(frames), rate)
+        self._spawn(send_flood(self.flooding, frames, self._notify))
+        return {"frames": len(frames), "ticks": count, "quotes": quotes, "bars": bars}
 
     def send_error(self, error: str, **fields: Any) -> int:
         """Send `{"error": error, **fields}` to every open connection; returns how many."""
@@ -161,10 +194,21 @@ class InsightSentrySimulator(WebSocketSimulator):
     def _control_silent(self, query: dict[str, str]) -> None:
         self.silent = switch(query)
 
+    def _control_flood(self, query: dict[str, str]) -> dict[str, Any]:
+        return self.flood(query["count"], kind=query.get("kind", "both"), rate=query.get("rate"))
+
+    def _control_ticks(self, query: dict[str, str]) -> None:
+        """`?interval=` seconds between automatic tick rounds; empty or 0 pauses them."""
+        interval = float(query.get("interval") or 0)
+        if interval < 0:
+            raise ValueError("interval must be >= 0")
+        self.tick_interval = interval or None
+
     def _stats(self) -> dict[str, Any]:
         return {"connectionAttempts": self.connection_attempts, "openConnections": self.open_connections,
-                "received": len(self.received), "silent": self.silent,
-                "subscriptions": {n: self.subscriptions_of(n) for n in self._clients}}
+                "received": len(self.received), "silent": self.silent, "tickInterval": self.tick_interval,
+                "subscriptions": {n: self.subscriptions_of(n) for n in self._clients},
+                "flood": self.flooding.as_dict() if self.flooding else None}
 
     # -- connection handler ------------------------------------------------------------------
 
@@ -259,9 +303,16 @@ class InsightSentrySimulator(WebSocketSimulator):
 
     def _send_series(self, tick: Quote) -> None:
         """Fold the tick into every subscribed interval of its code; push bars that changed."""
+        for readers, message in self._series_updates(tick):
+            self._broadcast(readers, message)
+
+    def _series_updates(self, tick: Quote) -> list[tuple[list[ServerConnection], dict[str, Any]]]:
+        """Fold the tick into every subscribed interval of its code: (subscribers, series message)
+        for each bar that changed."""
         intervals = {s.interval for c in self._clients.values() for s in c.subscriptions
                      if s.code == tick.code and s.interval is not None}
-        for interval in intervals:
+        updates = []
+        for interval in sorted(intervals, key=lambda i: (i.unit, i.length)):
             aggregator = self._bars.get((tick.code, interval))
             if aggregator is None:
                 aggregator = self._bars[(tick.code, interval)] = marketgen.BarAggregator(interval)
@@ -269,7 +320,8 @@ class InsightSentrySimulator(WebSocketSimulator):
             if bar is not None:
                 message = {"code": tick.code, "bar_end": interval.end_of(bar.time),
                            "bar_type": interval.bar_type, "series": [bar.as_dict()]}
-                self._broadcast(self._subscribers(tick.code, "series", interval), message)
+                updates.append((self._subscribers(tick.code, "series", interval), message))
+        return updates
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from websockets.protocol import State
 
 from . import knowsisgen
 from .base import switch
+from .flood import Flood, flood_count, flood_rate, send_flood
 from .wsbase import WebSocketSimulator, close_connections, drop_connections
 
 APP_NOT_FOUND = 4001
@@ -61,7 +62,7 @@ class _Client:
 
 
 class KnowsisSimulator(WebSocketSimulator):
-    """Knobs: emit(), close_all(), send_error_event(), drop_all(), freeze()/thaw() (half-open
+    """Knobs: emit(), flood(), close_all(), send_error_event(), drop_all(), freeze()/thaw() (half-open
     link), restart() (same port), blackhole (handshakes never answered), min_protocol.
     Observability: connection_attempts, protocols, open_connections, received, socket_ids,
     subscriptions_of(), subscribed(), wait_for()."""
@@ -82,6 +83,7 @@ class KnowsisSimulator(WebSocketSimulator):
         # Failure-injection knobs.
         self.blackhole = False
         self.frozen = False
+        self.flooding: Flood | None = None  # the latest flood()
         # Observability.
         self.connection_attempts = 0
         self.received: list[tuple[int, Any]] = []
@@ -167,6 +169,30 @@ class KnowsisSimulator(WebSocketSimulator):
         self._send(subscribers, {"event": event, "channel": channel, "data": _dumps(payload)})
         return payload
 
+    def flood(self, count: int, *, events: Iterable[str] = ("datapoint",), rate: float | None = None) -> dict[str, Any]:
+        """Generate `count` channel events (generated payloads; `events` in turn, round robin over
+        the subscribed channels), then send them in the background as fast as each connection
+        takes them, or at `rate` per second (feeds/simulators/flood.py). Returns what will be
+        sent: frames, and how many of each event."""
+        count, rate = flood_count(count), flood_rate(rate)
+        events = [e for e in events if e]
+        if not events or any(e not in knowsisgen.EVENTS for e in events):
+            raise ValueError(f"events must be among {', '.join(knowsisgen.EVENTS)}")
+        channels = sorted({ch for c in self._clients.values() for ch in c.channels})
+        if not channels:
+            raise ValueError("nothing is subscribed: nothing to flood")
+        now = datetime.now(timezone.utc)
+        frames, counts = [], dict.fromkeys(events, 0)
+        for i in range(count):
+            channel, event = channels[i % len(channels)], events[i // len(channels) % len(events)]
+            payload, self._channels[channel] = knowsisgen.generate(self._rng, self._channel_state(channel), event, now)
+            readers = [c.ws for c in self._clients.values() if channel in c.channels]
+            frames.append((readers, _dumps({"event": event, "channel": channel, "data": _dumps(payload)})))
+            counts[event] += 1
+        self.flooding = Flood(count, rate)
+        self._spawn(send_flood(self.flooding, frames, self._notify))
+        return {"frames": count, "events": counts}
+
     def send_error_event(self, code: int | None, message: str = "") -> int:
         """Send `pusher:error` to every connection without closing; returns how many."""
         return self._send(self._all_ws(), _error(code, message))
@@ -218,6 +244,9 @@ class KnowsisSimulator(WebSocketSimulator):
         code = int(query["code"]) if query.get("code", "null") != "null" else None  # null: as a failed auth
         return {"sent": self.send_error_event(code, query.get("message", ""))}
 
+    def _control_flood(self, query: dict[str, str]) -> dict[str, Any]:
+        return self.flood(query["count"], events=query.get("events", "datapoint").split(","), rate=query.get("rate"))
+
     def _control_drop(self, query: dict[str, str]) -> dict[str, Any]:
         return {"dropped": self.drop_all()}
 
@@ -233,7 +262,7 @@ class KnowsisSimulator(WebSocketSimulator):
     def _stats(self) -> dict[str, Any]:
         return {"connectionAttempts": self.connection_attempts, "openConnections": self.open_connections,
                 "received": len(self.received), "frozen": self.frozen, "blackhole": self.blackhole,
-                "protocols": self.protocols[-20:],
+                "protocols": self.protocols[-20:], "flood": self.flooding.as_dict() if self.flooding else None,
                 "subscriptions": {n: sorted(c.channels) for n, c in self._clients.items()}}
 
     # -- connection handler ------------------------------------------------------------------

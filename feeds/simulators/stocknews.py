@@ -27,7 +27,8 @@ from websockets.protocol import State
 from feeds.outbox import SlidingWindow
 
 from . import newsgen
-from .base import coerce_fields, optional_int, query_params, switch
+from .base import coerce_fields, flag, optional_int, query_params, switch
+from .flood import Flood, flood_count, flood_rate, send_flood, stamp_ns
 from .wsbase import WebSocketSimulator, close_connections
 
 POLICY_VIOLATION = 1008
@@ -54,7 +55,7 @@ def _reason(payload: dict[str, Any]) -> str:
 
 class StockNewsSimulator(WebSocketSimulator):
     """Knobs: refuse_connections (HTTP 503), silent (frozen: sends nothing, keeps sockets),
-    close_after_connect (close code after `connected`), emit_news(), close_all(), expire().
+    close_after_connect (close code after `connected`), emit_news(), flood(), close_all(), expire().
     Observability: connection_attempts, open_connections, received, wait_for()."""
 
     def __init__(
@@ -83,6 +84,7 @@ class StockNewsSimulator(WebSocketSimulator):
         self.refuse_connections = False
         self.silent = False
         self.close_after_connect: int | None = None
+        self.flooding: Flood | None = None  # the latest flood()
         # Observability.
         self.connection_attempts = 0
         self.received: list[tuple[int, Any]] = []
@@ -125,6 +127,35 @@ class StockNewsSimulator(WebSocketSimulator):
         `sentimentScore` and `category` overrides feed the generator, so the headline, label
         and key factors stay consistent with them.
         """
+        message = self._article(ticker, overrides)
+        if not self.silent:
+            broadcast(self._readers(message), json.dumps(message))
+        return message
+
+    def flood(self, count: int, *, tickers: Iterable[str] = (), rate: float | None = None,
+              stamp: bool = False) -> dict[str, Any]:
+        """Generate `count` articles (round robin over `tickers`, default the universe), then send
+        them in the background as fast as each connection takes them, or at `rate` per second
+        (feeds/simulators/flood.py). With `stamp`, each article's slug is `bench:<n>:<ns>`, the
+        CLOCK_MONOTONIC time it was written at, for latency benchmarks. Returns what will be sent:
+        articles, the news items they make (one per ticker named) and quotes (one per article)."""
+        count, rate = flood_count(count), flood_rate(rate)
+        pool = sorted({t.strip().upper() for t in tickers if t.strip()}) or sorted(newsgen.UNIVERSE)
+        messages = [self._article(pool[i % len(pool)], {}) for i in range(count)]
+        frames = [(self._readers(m), self._stamped(m, i) if stamp else json.dumps(m)) for i, m in enumerate(messages)]
+        self.flooding = Flood(count, rate)
+        self._spawn(send_flood(self.flooding, frames, self._notify))
+        return {"frames": count, "articles": count, "quotes": count,
+                "news": sum(len({m["data"]["ticker"], *m["data"]["stockTickers"]}) for m in messages)}
+
+    @staticmethod
+    def _stamped(message: dict[str, Any], number: int) -> Callable[[], str]:
+        def text() -> str:
+            message["data"]["articleSlug"] = f"bench:{number}:{stamp_ns()}"
+            return json.dumps(message)
+        return text
+
+    def _article(self, ticker: str, overrides: dict[str, Any]) -> dict[str, Any]:
         ticker = ticker.upper()
         company = self._companies.get(ticker) or self._companies.setdefault(
             ticker, newsgen.make_company(self._rng, ticker))
@@ -137,12 +168,11 @@ class StockNewsSimulator(WebSocketSimulator):
             self._rng, company, quote_, now=now, seq=next(self._seq),
             related=newsgen.pick_related(self._rng, company, category), score=score, category=category)
         data.update(overrides)
-        message = newsgen.news_message(data, now)
-        if not self.silent:
-            tickers = set(data["stockTickers"]) | {data["ticker"]}
-            targets = [c.ws for c in self._clients if c.wants(tickers)]
-            broadcast(targets, json.dumps(message))
-        return message
+        return newsgen.news_message(data, now)
+
+    def _readers(self, message: dict[str, Any]) -> list[ServerConnection]:
+        tickers = set(message["data"]["stockTickers"]) | {message["data"]["ticker"]}
+        return [c.ws for c in self._clients if c.wants(tickers)]
 
     async def close_all(self, code: int, reason: str = "") -> int:
         """Close every open WebSocket (authenticated or not) with `code`; returns how many."""
@@ -189,6 +219,10 @@ class StockNewsSimulator(WebSocketSimulator):
     async def _control_close(self, query: dict[str, str]) -> dict[str, Any]:
         return {"closed": await self.close_all(int(query.get("code", "1000")), query.get("reason", ""))}
 
+    def _control_flood(self, query: dict[str, str]) -> dict[str, Any]:
+        return self.flood(query["count"], tickers=query.get("tickers", "").split(","), rate=query.get("rate"),
+                          stamp=flag(query.get("stamp", "")))
+
     def _control_refuse(self, query: dict[str, str]) -> None:
         self.refuse_connections = switch(query)
 
@@ -201,7 +235,8 @@ class StockNewsSimulator(WebSocketSimulator):
     def _stats(self) -> dict[str, Any]:
         return {"connectionAttempts": self.connection_attempts, "openConnections": self.open_connections,
                 "received": len(self.received), "refuseConnections": self.refuse_connections,
-                "silent": self.silent, "closeAfterConnect": self.close_after_connect}
+                "silent": self.silent, "closeAfterConnect": self.close_after_connect,
+                "flood": self.flooding.as_dict() if self.flooding else None}
 
     # -- connection handler ------------------------------------------------------------------
 

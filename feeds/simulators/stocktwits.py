@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from . import newsgen
 from .base import optional_int, query_params, switch
+from .flood import flood_count
 from .http import HttpSimulator, Request, basic_credentials, chunk, head, phrase, respond, watch_eof
 
 NOT_ACCEPTABLE_TEXT = (
@@ -61,8 +62,9 @@ class _Stream:
 
 class StockTwitsSimulator(HttpSimulator):
     """Knobs: fail_with (status), cut_mid_event_after, silent, oversize_next, framing ("sse" | "bare"
-    | "mixed"), split_chunks, interval, keepalive_interval, emit(), backlog(), close_all(). Observability:
-    connection_attempts, requests, open_streams, sent (seq_ids per stream), buffer, wait_for()."""
+    | "mixed"), split_chunks, interval, keepalive_interval, emit(), backlog(), flood(), close_all().
+    Observability: connection_attempts, requests, open_streams, sent (seq_ids per stream), buffer,
+    wait_for()."""
 
     def __init__(
         self, credentials: Iterable[str] = ("demo:demo-password",), *, host: str = "127.0.0.1",
@@ -158,6 +160,16 @@ class StockTwitsSimulator(HttpSimulator):
         return [self.emit([tickers[(start + i + j) % len(tickers)] for j in range(symbols_per_message)])
                 for i in range(count)]
 
+    def flood(self, count: int) -> dict[str, Any]:
+        """Generate `count` messages at once (as emit() does, symbols picked as usual) and queue
+        them on every open stream, which sends them as fast as its client reads (each write waits
+        for the socket to drain). Returns what will be sent: messages and the mentions they make
+        (one per symbol named), and the last seq_id."""
+        count = flood_count(count)
+        messages = [self.emit() for _ in range(count)]
+        return {"messages": count, "mentions": sum(len(m["symbols"]) for m in messages),
+                "last_seq_id": messages[-1]["seq_id"]}
+
     async def close_all(self) -> int:
         """End every open stream cleanly (gzip trailer + terminating chunk); returns how many."""
         victims = set(self._streams)
@@ -239,6 +251,16 @@ class StockTwitsSimulator(HttpSimulator):
     async def _control_close(self, query: dict[str, str]) -> dict[str, Any]:
         return {"closed": await self.close_all()}
 
+    def _control_flood(self, query: dict[str, str]) -> dict[str, Any]:
+        return self.flood(query["count"])
+
+    def _control_interval(self, query: dict[str, str]) -> None:
+        """`?seconds=` between automatic messages; empty or 0 pauses them."""
+        seconds = float(query.get("seconds") or 0)
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self.interval = seconds or None
+
     def _control_fail(self, query: dict[str, str]) -> None:
         self.fail_with = optional_int(query, "status")
 
@@ -256,7 +278,8 @@ class StockTwitsSimulator(HttpSimulator):
                 "sent": sum(map(len, self.sent)), "buffered": len(self.buffer),
                 "last_seq_id": self.buffer[-1].seq_id if self.buffer else None, "fail_with": self.fail_with,
                 "cut_mid_event_after": self.cut_mid_event_after, "silent": self.silent,
-                "oversize_next": self.oversize_next, "framing": self.framing}
+                "oversize_next": self.oversize_next, "framing": self.framing, "interval": self.interval,
+                "pending": sum(len(stream.pending) for stream in self._streams)}
 
     # -- the stream --------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 up a backlog of messages that each name several symbols is SIGKILLed inside the backlog, several
 times, and restarted; in the end the stored rows are exactly the provider's sequence.
 
-Why it can fail: the pipeline stores batches of up to 500 events and a message naming 7 symbols
+Why it can fail: the pipeline stores batches of up to 2000 events and a message naming 7 symbols
 is 7 events, so a full batch ends inside a message unless the events before it are a multiple of
 7. If such a batch commits the message's cursor (seq_id) with only some of its rows, a kill
 before the next batch loses the rest: the restart resumes after that message. The worker runs
@@ -23,8 +23,11 @@ from tests.simthread import simulator_thread
 from tests.workerprocess import Sql, WorkerProcess
 
 USER, PASSWORD = "firehose-kill", "kill-pass-0042"
-MESSAGES = 1500
-SYMBOLS = 7  # 500 is not a multiple of 7: most full batches would end inside a message
+# Big enough that the worker (~10k rows/s, bench/ingest.py) is still inside the backlog when a kill
+# lands: between the row count that triggers a kill and the kill itself, a smaller backlog was
+# sometimes stored to the end, and the kill then tested nothing.
+MESSAGES = 6000
+SYMBOLS = 7  # 2000 is not a multiple of 7: most full batches would end inside a message
 KILL_AT = (0.15, 0.45, 0.75)  # fractions of the backlog's rows stored when the worker is killed
 
 pytestmark = requires_postgres

@@ -1,14 +1,12 @@
-"""The pipeline stores in batches and publishes only new events, through the real layer."""
+"""The pipeline stores in batches and publishes only new events, through the real live path."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime, timezone
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 
 from feeds import events as ev
 from feeds.backoff import Backoff
@@ -16,6 +14,7 @@ from feeds.groups import instrument_group
 from feeds.pipeline import Pipeline
 from feeds.store import events_store
 from tests.factories import instrument
+from tests.live import listening
 
 T = datetime(2026, 2, 6, 12, 0, tzinfo=timezone.utc)
 
@@ -34,20 +33,19 @@ async def test_batches_are_stored_in_one_call_and_new_events_published():
         calls.append(len(events))
         return events_store(events=events)
 
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(instrument_group(aapl.id), channel)
-    pipeline = Pipeline(store=counting_store, max_delay=0.2)
-    await pipeline.submit([news("a"), news("b"), news("a")])
-    await pipeline.process(await pipeline._next_batch())
-    assert calls == [3]
-    received = [json.loads((await asyncio.wait_for(layer.receive(channel), 5))["text"]) for _ in range(2)]
+    async with listening(instrument_group(aapl.id)) as inbox:
+        pipeline = Pipeline(store=counting_store, max_delay=0.2)
+        await pipeline.submit([news("a"), news("b"), news("a")])
+        await pipeline.process(await pipeline._next_batch())
+        assert calls == [3]
+        received = [await inbox.next() for _ in range(2)]
+        await inbox.nothing(0.3)  # the repeat was not published
     assert [m["event"]["external_id"] for m in received] == ["a", "b"]
-    assert received[0] == {"type": "event", "event": received[0]["event"]}
+    assert received[0] == {"type": "event", "stream": instrument_group(aapl.id), "epoch": received[0]["epoch"],
+                           "seq": received[0]["seq"], "event": received[0]["event"]}
+    assert received[1]["seq"] == received[0]["seq"] + 1
     assert received[0]["event"]["instrument_id"] == aapl.id
     assert pipeline.published == 2
-    await layer.group_discard(instrument_group(aapl.id), channel)
-    await layer.flush()
 
 
 def post(message: int, symbol: str) -> ev.CrowdPost:
@@ -173,7 +171,6 @@ async def test_a_lost_connection_is_retried_with_the_feed_degraded_meanwhile_and
     assert delta(before, recovered, "tickerwire_events_stored_total", provider="stocknews") == 2
     assert delta(before, recovered, "tickerwire_events_dropped_total", provider="stocknews", reason="store_failed") == 0
     assert reporter.states == ["connected", "degraded", "connecting", "degraded", "connected"]
-    await get_channel_layer().flush()
 
 
 @pytest.mark.asyncio
@@ -232,7 +229,6 @@ async def test_a_frame_the_database_rejects_is_dropped_alone_and_counted():
         ["a", "c"]
     assert delta(before, scrape(), "tickerwire_events_dropped_total", provider="stocknews", reason="store_failed") == 2
     assert pipeline.dropped_units == 1 and status.state == "connected"
-    await get_channel_layer().flush()
 
 
 @pytest.mark.asyncio
@@ -245,3 +241,86 @@ async def test_a_full_queue_holds_the_transport_back_by_events_not_frames():
     assert not blocked.done() and not pipeline._room.is_set()  # waiting for room
     await pipeline.process(await pipeline._next_batch())  # stores 6 events: room again
     await asyncio.wait_for(blocked, 5)
+
+
+@pytest.mark.asyncio
+async def test_at_light_load_an_event_is_stored_at_once_and_under_load_batches_grow_up_to_their_bound():
+    import threading
+
+    batches: list[list[str]] = []
+    release = threading.Event()
+
+    def slow_store(*, events):  # the first batch holds the store until released: a busy database
+        batches.append([e.external_id for e in events])
+        if len(batches) == 1:
+            release.wait(10)
+        return []
+
+    pipeline = Pipeline(store=slow_store, max_batch=6, sinks=[])  # the default max_delay: a few ms at most
+    runner = asyncio.create_task(pipeline.run())
+    try:
+        await pipeline.submit([news("first")])
+        await until(lambda: batches, what="the first event stored on its own, without waiting for a batch to fill")
+        for i in range(10):  # arrive while the first batch is being stored
+            await pipeline.submit([news(f"n{i}")])
+        release.set()
+        await asyncio.wait_for(pipeline.wait_idle(), 10)
+    finally:
+        release.set()
+        runner.cancel()
+    assert batches == [["first"], [f"n{i}" for i in range(6)], [f"n{i}" for i in range(6, 10)]]
+
+
+def flag_news_sink(*, events):
+    """A sink (named by dotted path, as in settings): one derived event per news item it sees."""
+    return [ev.Alert(provider="rules", code=e.code, received_at=T, external_id=f"rule-{e.external_id}", triggered_at=T)
+            for e in events if isinstance(e, ev.News)]
+
+
+def failing_sink(*, events):
+    raise RuntimeError("a rule evaluation bug")
+
+
+@pytest.mark.asyncio
+async def test_stored_events_are_published_before_the_sinks_run_and_what_they_derive_follows():
+    published: list[list[str]] = []
+
+    async def publish(events):
+        published.append([e.external_id for e in events])
+        return len(published[-1])
+
+    pipeline = Pipeline(store=lambda *, events: events, publish=publish,
+                        sinks=[f"{__name__}.failing_sink", f"{__name__}.flag_news_sink"])
+    await pipeline.submit([news("a"), news("b")])
+    await pipeline.process(await pipeline._next_batch())
+    assert published == [["a", "b"], ["rule-a", "rule-b"]]  # a failing sink costs only itself
+    assert pipeline.published == 4
+
+
+@pytest.mark.asyncio
+async def test_a_lone_event_goes_at_once_but_in_a_stream_a_batch_waits_a_little_for_more():
+    loop = asyncio.get_running_loop()
+    pipeline = Pipeline(store=lambda *, events: [], max_delay=0.5, sinks=[])
+
+    async def later(external_id: str) -> None:
+        await asyncio.sleep(0.1)
+        await pipeline.submit([news(external_id)])
+
+    await pipeline.submit([news("lone")])
+    started = loop.time()
+    assert [[e.external_id for e in unit] for unit in await pipeline._next_batch()] == [["lone"]]
+    assert loop.time() - started < 0.25  # no stream yet: no waiting for company
+
+    for i in range(40):  # a stream: events far less than max_delay / 4 apart
+        await pipeline.submit([news(f"s{i}")])
+    late = asyncio.create_task(later("late"))
+    batch = await pipeline._next_batch()
+    assert [unit[0].external_id for unit in batch] == [f"s{i}" for i in range(40)] + ["late"]
+    await late
+
+    # Still a stream by its recent pace: even an event that finds the queue empty waits for company.
+    late = asyncio.create_task(later("next"))
+    also = asyncio.create_task(later("and next"))
+    batch = await pipeline._next_batch()
+    assert sorted(unit[0].external_id for unit in batch) == ["and next", "next"]
+    await asyncio.gather(late, also)
