@@ -11,6 +11,7 @@ pipeline resolves it and fills `instrument_id` and `symbol` before anything is p
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
@@ -46,6 +47,12 @@ def _parse_iso(value: str) -> datetime:
     return utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    # dataclasses.fields() rebuilds its answer on every call: per event, twice, on the ingest path.
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     kind: ClassVar[str] = "event"
@@ -57,10 +64,10 @@ class Event:
     symbol: str = ""
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
             if isinstance(value, datetime):
-                object.__setattr__(self, f.name, utc(value))
+                object.__setattr__(self, name, utc(value))
 
     def dedupe_key(self) -> tuple:
         """Identity of this event at its provider: equal keys mean a redelivery."""
@@ -71,13 +78,13 @@ class Event:
 
     def to_message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"kind": self.kind}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
             if isinstance(value, datetime):
                 value = _iso(value)
             elif isinstance(value, tuple):
                 value = list(value)
-            message[f.name] = value
+            message[name] = value
         return message
 
 
