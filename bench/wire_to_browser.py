@@ -46,7 +46,8 @@ ROOT = BENCH.parent
 sys.path[:0] = [str(BENCH), str(ROOT)]
 from _common import (create_postgres_database, drop_database, free_port, percentile,  # noqa: E402
                      postgres_server_url, proc_cpu_seconds, utc_stamp, write_json)
-from ingest import Child, Simulator, _forget_redis, django_env, sql_execute  # noqa: E402
+from ingest_kinds import Child, Simulator  # noqa: E402
+from ingest_setup import django_env, forget_redis, sql_execute, sql_rows  # noqa: E402
 
 P99_TARGET_MS = 50.0
 WARMUP_ARTICLES = 10
@@ -123,8 +124,6 @@ def to_worker_ms(url: str, stamps: dict[int, int]) -> list[float]:
     """Simulator write -> worker receipt, per article: the stored news item's `received_at` (the
     worker's wall clock when the frame arrived) on the monotonic clock of the stamp."""
     import datetime as dt
-
-    from ingest import sql_rows
 
     offset = time.time() - time.monotonic()  # one wall/monotonic offset for every process (no NTP step meanwhile)
     out = []
@@ -272,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for child in reversed(children):
                 child.stop()
-            _forget_redis(args.redis_url, prefix)
+            forget_redis(args.redis_url, prefix)
             drop_database(url, server)
     out = args.out or BENCH / "results" / f"wire-to-browser-{started}.json"
     write_json(out, {
