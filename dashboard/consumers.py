@@ -53,7 +53,9 @@ MAX_MESSAGE_BYTES = 16 * 1024
 MAX_WATCHLISTS = 200
 MAX_SINCE = 1000
 CLOSE_TOO_BIG = 1009
-CLOSE_TRY_AGAIN = 1011  # the live subscription failed: reconnect later and recover
+# The live subscription failed: reconnect later (live.js' backoff) and recover. "Like HTTP 503", in the
+# application range: autobahn lets a server close with 1000 or 3000-4999 only.
+CLOSE_TRY_AGAIN = 4503
 # Why a socket is closed for auth reasons (session_user_get's answers): the close code, and the text the
 # page shows. 44xx: "like HTTP 401/403", in the range RFC 6455 leaves to applications.
 CLOSE_SESSION_ENDED, CLOSE_DEACTIVATED = 4401, 4403

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -227,10 +228,29 @@ class PusherSupervisor:
         loop = asyncio.get_running_loop()
         inbox = self._inbox = asyncio.Queue()
 
+        # Handed over once per burst, not once per event: every call_soon_threadsafe wakes the loop
+        # through its self-pipe (a system call each); a burst of datapoints shares one wake-up.
+        pending: list[tuple] = []
+        lock = threading.Lock()
+
+        def drain() -> None:  # on the loop
+            with lock:
+                items = pending[:]
+                pending.clear()
+            for item in items:
+                inbox.put_nowait(item)
+
         def report(*item) -> None:  # called on pysher's thread
             if loop.is_closed():
                 return  # an old session's thread ending after the loop did: nobody is listening
-            loop.call_soon_threadsafe(inbox.put_nowait, item)
+            with lock:
+                pending.append(item)
+                if len(pending) > 1:
+                    return  # a drain is already on its way and takes this one too
+            try:
+                loop.call_soon_threadsafe(drain)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
 
         await self.status.set_state("connecting")
         session = self._session = _Session(key=self._key, secret=self._secret, host=self.host, port=self.port,

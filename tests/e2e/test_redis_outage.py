@@ -3,7 +3,7 @@ its `runfeed` worker as separate processes on a PostgreSQL database and a redis-
 module's own (tests/redisserver.py; the shared Redis is never touched).
 
 The worker keeps running and storing, logs the outage once, counts what it could not publish and
-shows it in FeedStatus; the browser's socket is closed by the server (1011); once Redis is back
+shows it in FeedStatus; the browser's socket is closed by the server (4503, try again); once Redis is back
 the browser reconnects, finds what it missed in the snapshot, and live delivery resumes.
 """
 
@@ -127,7 +127,7 @@ def test_a_10s_redis_stop_loses_no_news_for_a_reconnecting_browser(outage):
         # The consumer's receive failed with Redis: the server closed the socket.
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(next_news(ws, "never", timeout=30), 30)
-        assert ws.close_code == 1011, ws.close_code
+        assert ws.close_code == 4503, ws.close_code
         # The worker stored everything, kept running, and shows the trouble.
         wait_until(lambda: all(stack.news_stored(x) for x in missed), timeout=10, what="the outage's news stored")
         assert worker.poll() is None, "the worker exited"
