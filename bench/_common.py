@@ -10,6 +10,8 @@ import json
 import os
 import resource
 import socket
+import time
+import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -172,3 +174,32 @@ def copy_sqlite(source: Path, target: Path) -> None:
 
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
         src.backup(dst)
+
+
+def wait_healthy(port: int, child, timeout: float = 60) -> None:
+    """Until Daphne on `port` answers /healthz; `child` (a bench Child: .name, .proc, .tail()) must not exit."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.proc.poll() is not None:
+            raise RuntimeError(f"{child.name} exited ({child.proc.returncode}){child.tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{child.name} did not answer /healthz within {timeout:.0f}s{child.tail()}")
+
+
+def login_session(username: str):
+    """(session key, the user) for `username`, as a login makes it (inside a set-up Django)."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.sessions.backends.db import SessionStore
+
+    user = get_user_model().objects.get(username=username)
+    store = SessionStore()
+    store[SESSION_KEY], store[BACKEND_SESSION_KEY] = str(user.pk), "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    return store.session_key, user

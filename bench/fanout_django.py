@@ -11,7 +11,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from _common import percentile, proc_cpu_seconds
+from _common import login_session, percentile, proc_cpu_seconds
 
 
 def bench_event(seq: int, stamp_ns: int, instrument_id: int, symbol: str):
@@ -32,12 +32,11 @@ def bench_event(seq: int, stamp_ns: int, instrument_id: int, symbol: str):
 
 
 def event_text(event) -> str:
-    """The exact text Tickerwire sends for `event` (its own function when it still has one)."""
-    from feeds import broadcast
+    """The exact text Tickerwire sends for `event` (seq 1 of its instrument's stream)."""
+    from feeds.broadcast import event_body, event_stream
+    from feeds.livestore import event_frame_text
 
-    if hasattr(broadcast, "event_text"):
-        return broadcast.event_text(event)
-    return json.dumps({"type": "event", "event": event.to_message()}, separators=(",", ":"))
+    return event_frame_text(event_stream(event), "bench000", 1, event_body(event))
 
 
 def prepare() -> int:
@@ -45,24 +44,18 @@ def prepare() -> int:
     import django
 
     django.setup()
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
-    from django.contrib.sessions.backends.db import SessionStore
     from django.core.management import call_command
 
     from dashboard.models import Instrument, Watchlist
 
     call_command("migrate", "--noinput", verbosity=0)
     call_command("seed_demo", stdout=open(os.devnull, "w"))
-    user = get_user_model().objects.get(username="alice")
-    store = SessionStore()
-    store[SESSION_KEY], store[BACKEND_SESSION_KEY] = str(user.pk), "django.contrib.auth.backends.ModelBackend"
-    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    store.create()
+    session_key, user = login_session("alice")
     watchlist = Watchlist.objects.filter(team__memberships__user=user).order_by("id").first()
     instrument = watchlist.items.first().instrument
     unwatched = Instrument.objects.exclude(watchlist_items__isnull=False).order_by("id").first()
     text = event_text(bench_event(0, time.monotonic_ns(), instrument.id, instrument.symbol))
-    print(json.dumps({"type": "prepared", "session_key": store.session_key, "watchlist": watchlist.id,
+    print(json.dumps({"type": "prepared", "session_key": session_key, "watchlist": watchlist.id,
                       "instrument_id": instrument.id, "symbol": instrument.symbol,
                       "warmup_instrument_id": unwatched.id if unwatched else None, "event_bytes": len(text.encode())}),
           flush=True)

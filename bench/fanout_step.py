@@ -13,11 +13,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import free_port, machine_cpu_seconds, proc_cpu_seconds, proc_peak_rss_kib, proc_rss_kib
+from _common import (free_port, machine_cpu_seconds, proc_cpu_seconds, proc_peak_rss_kib, proc_rss_kib,
+                     wait_healthy)
 from fanout_report import verdict
 
 BENCH = Path(__file__).resolve().parent
@@ -133,21 +133,6 @@ class Run:
         return self.info
 
 
-def wait_healthy(port: int, timeout: float, child: Child) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.proc.poll() is not None:
-            raise RuntimeError(f"{child.name} exited ({child.proc.returncode}){child.tail()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{child.name} did not answer /healthz within {timeout:.0f}s{child.tail()}")
-
-
 def server_log_findings(servers: list[Child], keep: int = 5) -> dict:
     """Warnings and errors the servers logged (LOG_LEVEL=WARNING: nothing else is logged), the first few."""
     lines = []
@@ -202,7 +187,7 @@ def run_step(run: Run, cfg: Config, clients: int, rate: float, duration: float, 
                 servers.append(server)
                 ports.append(port)
             for server, port in zip(servers, ports):
-                wait_healthy(port, 120, server)
+                wait_healthy(port, server, 120)
         pids = [s.pid for s in servers]
         rss_start = sum(proc_rss_kib(pid) for pid in pids)
         # Started now, so its imports overlap the clients' connecting.

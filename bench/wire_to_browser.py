@@ -38,14 +38,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(BENCH), str(ROOT)]
 from _common import (create_postgres_database, drop_database, free_port, percentile,  # noqa: E402
-                     postgres_server_url, proc_cpu_seconds, utc_stamp, write_json)
+                     login_session, postgres_server_url, proc_cpu_seconds, utc_stamp, wait_healthy, write_json)
 from ingest_kinds import Child, Simulator  # noqa: E402
 from ingest_setup import django_env, forget_redis, sql_execute, sql_rows  # noqa: E402
 
@@ -58,8 +57,6 @@ def _prepare() -> int:
     import django
 
     django.setup()
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
-    from django.contrib.sessions.backends.db import SessionStore
     from django.core.management import call_command
 
     from dashboard.models import Watchlist
@@ -67,17 +64,13 @@ def _prepare() -> int:
 
     call_command("migrate", "--noinput", verbosity=0)
     call_command("seed_demo", stdout=open(os.devnull, "w"))
-    user = get_user_model().objects.get(username="alice")
-    session = SessionStore()
-    session[SESSION_KEY], session[BACKEND_SESSION_KEY] = str(user.pk), "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
+    session_key, user = login_session("alice")
     watchlist = Watchlist.objects.filter(team__memberships__user=user).order_by("id").first()
     tickers = [item.instrument.stocknews_ticker for item in watchlist.items.select_related("instrument")
                if item.instrument.stocknews_ticker]
     ProviderAccount.objects.update_or_create(provider="stocknews", defaults={
         "endpoint": "ws://127.0.0.1:9/ws", "token": "demo-token", "enabled": True})
-    print(json.dumps({"type": "prepared", "session_key": session.session_key, "watchlist": watchlist.id,
+    print(json.dumps({"type": "prepared", "session_key": session_key, "watchlist": watchlist.id,
                       "tickers": tickers}), flush=True)
     return 0
 
@@ -191,21 +184,6 @@ def _round(value):
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:7.2f}"
-
-
-def wait_healthy(port: int, child: Child, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not child.alive():
-            raise RuntimeError(f"{child.name} exited ({child.proc.returncode}){child.tail()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{child.name} did not answer /healthz within {timeout:.0f}s{child.tail()}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
