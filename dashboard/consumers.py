@@ -148,10 +148,6 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 self.counted_open = False
                 metrics.WEBSOCKETS_OPEN.dec()
 
-    async def disconnect(self, code: int) -> None:
-        if self.sink is not None:
-            self.hub.drop(self.sink)
-
     def _streams(self) -> list[str]:
         return sorted(instrument_group(i) for i in self.instruments) + sorted(audience_group(a) for a in self.audiences)
 

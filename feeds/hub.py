@@ -114,10 +114,7 @@ class Hub:
             await self._open()
         try:
             await asyncio.wait_for(self._subscription.subscribe(streams), settings.CHANNEL_LAYER_SEND_TIMEOUT)
-        except (OSError, ConnectionError, TimeoutError, asyncio.TimeoutError) as exc:
-            await self._lost(exc)
-            raise HubUnavailable(str(exc)) from exc
-        except Exception as exc:  # redis-py's own errors
+        except Exception as exc:  # refused, timed out, or redis-py's own errors
             await self._lost(exc)
             raise HubUnavailable(str(exc)) from exc
         self._subscribed.update(streams)

@@ -111,8 +111,7 @@ class ProtocolWriter:
         # instead of Twisted's buffer + add_writer + next-iteration send + remove_writer, which cost
         # three system calls and a loop turn per frame. What the kernel does not take goes through
         # Twisted as before, so order and backpressure hold. Any other transport (TLS): Twisted.
-        if (sock is not None and not protocol.send_queue and transport.connected
-                and not transport._tempDataLen and len(transport.dataBuffer) == transport.offset
+        if (sock is not None and not protocol.send_queue and transport.connected and not _backlog(transport)
                 and not transport.disconnecting and protocol._perMessageCompress is None):
             data = prepared.payloadHybi
             try:
