@@ -118,6 +118,41 @@ class FeedStatus(models.Model):
         return f"{self.account}: {self.state}"
 
 
+class FeedLease(models.Model):
+    """Which worker consumes a provider account's feed (feeds/lease.py).
+
+    Expiry is the database's clock, never a worker's. `token` grows by one at every acquisition:
+    the holder's store transactions check it (a fence), so a worker that lost its lease can
+    commit nothing, whatever its own clock or a pause says."""
+
+    account = models.OneToOneField(ProviderAccount, on_delete=models.CASCADE, related_name="lease")
+    holder = models.CharField(max_length=200, blank=True, help_text="host:pid:nonce of the holding worker.")
+    token = models.BigIntegerField(default=0)
+    acquired_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.account}: {self.holder or 'free'}"
+
+
+class WorkerRole(models.TextChoices):
+    HOLDER = "holder"
+    STANDBY = "standby"
+
+
+class FeedWorker(models.Model):
+    """A running `runfeed` process, holding the lease or standing by; its heartbeat shows it alive."""
+
+    account = models.ForeignKey(ProviderAccount, on_delete=models.CASCADE, related_name="workers")
+    identity = models.CharField(max_length=200, unique=True)
+    role = models.CharField(max_length=16, choices=WorkerRole.choices, default=WorkerRole.STANDBY)
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.identity} ({self.role})"
+
+
 class Quote(models.Model):
     """The latest quote per instrument and provider (upserted, never appended)."""
 

@@ -45,6 +45,7 @@ from .backoff import Backoff
 from .broadcast import LayerUnavailable, publish_events
 from .db import TRANSIENT_ERRORS, close_broken_connections
 from .events import Event
+from .lease import LeaseLost
 from .logging import redact
 from .store import events_store
 
@@ -235,6 +236,7 @@ class Pipeline:
         """Store `events` in one transaction; retry while the database is unreachable.
 
         Raises:
+            LeaseLost: this worker no longer holds the lease (the runner stands it by).
             _Rejected: the error came from the events or the code; a retry would fail again.
             StoreUnavailable: every attempt failed to reach the database.
         """
@@ -244,6 +246,8 @@ class Pipeline:
             try:
                 new = await self._store(events=events)
                 break
+            except LeaseLost:
+                raise  # another worker consumes now: store nothing more, retry nothing
             except Exception as exc:
                 self.failed_batches += 1
                 self._store_failures.inc()

@@ -22,7 +22,9 @@ from .models import (
     Alert,
     Bar,
     DeliveryState,
+    FeedLease,
     FeedStatus,
+    FeedWorker,
     Instrument,
     NewsItem,
     Provider,
@@ -297,13 +299,37 @@ def feed_status_stale_after(row: FeedStatus) -> datetime | None:
     return beat + timedelta(seconds=settings.FEEDS_HEARTBEAT_STALE_SECONDS) if beat else None
 
 
-def feed_status_message(row: FeedStatus, *, now: datetime | None = None) -> dict:
+def feed_workers(*, account_ids: Iterable[int] | None = None, now: datetime | None = None) -> dict[int, list[dict]]:
+    """The live `runfeed` processes per account (heartbeat within FEEDS_HEARTBEAT_STALE_SECONDS),
+    holder first. Who holds is read from the lease row, the authority (feeds/lease.py), not from
+    the role a worker last announced. Two queries, whatever the number of accounts."""
+    now = now or timezone.now()
+    workers = FeedWorker.objects.filter(heartbeat_at__gte=now - timedelta(seconds=settings.FEEDS_HEARTBEAT_STALE_SECONDS))
+    leases = FeedLease.objects.filter(expires_at__gt=now)
+    if account_ids is not None:
+        workers, leases = workers.filter(account_id__in=account_ids), leases.filter(account_id__in=account_ids)
+    holders = dict(leases.values_list("account_id", "holder"))
+    out: dict[int, list[dict]] = {}
+    for worker in workers.order_by("started_at"):
+        role = "holder" if holders.get(worker.account_id) == worker.identity else "standby"
+        out.setdefault(worker.account_id, []).append({
+            "identity": worker.identity, "role": role, "started_at": _iso(worker.started_at),
+            "heartbeat_at": _iso(worker.heartbeat_at)})
+    for rows in out.values():
+        rows.sort(key=lambda w: w["role"] != "holder")
+    return out
+
+
+def feed_status_message(row: FeedStatus, *, now: datetime | None = None, workers: list[dict] | None = None) -> dict:
     """One feed's health as JSON primitives (no credentials: only the provider and state).
 
     `state` is what to show: the worker's own `worker_state`, or `stale` once `stale_after` has
-    passed. The page keeps ageing rows with `stale_after` between pushes."""
+    passed. The page keeps ageing rows with `stale_after` between pushes. `workers`: the
+    processes for this account (feed_workers), read here when not given."""
     stale_after = feed_status_stale_after(row)
     stale = stale_after is not None and (now or timezone.now()) >= stale_after
+    if workers is None:
+        workers = feed_workers(account_ids=[row.account_id], now=now).get(row.account_id, [])
     return {
         "provider": row.account.provider, "state": "stale" if stale else row.state, "worker_state": row.state,
         "heartbeat_at": _iso(row.heartbeat_at), "stale_after": _iso(stale_after), "messages": row.messages,
@@ -312,23 +338,26 @@ def feed_status_message(row: FeedStatus, *, now: datetime | None = None) -> dict
         "cursor": row.details.get("cursor") or row.details.get("last_seq_id"),
         "subscription_expires_at": row.details.get("subscription_expires_at"),
         "invalid_codes": row.details.get("invalid_codes") or {},
+        "workers": workers,
     }
 
 
 def feed_status_list(*, now: datetime | None = None) -> list[dict]:
     """Every provider account, with its status (accounts that never ran show as stopped)."""
     now = now or timezone.now()
+    workers = feed_workers(now=now)
     rows = []
     for account in ProviderAccount.objects.order_by("provider").select_related("status"):
         status = getattr(account, "status", None)
         if status is None and account.provider == Provider.TRENDSPOTTR:
             rows.append(_webhook_status(account))
             continue
-        rows.append(feed_status_message(status, now=now) if status else {
+        rows.append(feed_status_message(status, now=now, workers=workers.get(account.pk, [])) if status else {
             "provider": account.provider, "state": "stopped" if account.enabled else "disabled",
             "worker_state": "stopped" if account.enabled else "disabled", "heartbeat_at": None, "stale_after": None,
             "messages": 0, "parse_errors": 0, "reconnects": 0, "last_error": "", "last_message_at": None, "updated_at": None,
-            "cursor": None, "subscription_expires_at": None, "invalid_codes": {}})
+            "cursor": None, "subscription_expires_at": None, "invalid_codes": {},
+            "workers": workers.get(account.pk, [])})
     return rows
 
 
@@ -342,5 +371,6 @@ def _webhook_status(account: ProviderAccount) -> dict:
         "worker_state": "webhook" if account.enabled else "disabled", "heartbeat_at": None, "stale_after": None,
         "messages": deliveries.count(), "parse_errors": deliveries.filter(state=DeliveryState.FAILED).count(),
         "reconnects": 0, "last_error": failed.error if failed else "",
-        "last_message_at": _iso(last.received_at) if last else None, "updated_at": None, "cursor": None, "subscription_expires_at": None, "invalid_codes": {},
+        "last_message_at": _iso(last.received_at) if last else None, "updated_at": None, "cursor": None,
+        "subscription_expires_at": None, "invalid_codes": {}, "workers": [],
     }

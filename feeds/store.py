@@ -395,16 +395,19 @@ _STORERS = {
 }
 
 
-def events_store(*, events: list[ev.Event]) -> list[ev.Event]:
+def events_store(*, events: list[ev.Event], fence: Callable[[], None] | None = None) -> list[ev.Event]:
     """Store `events` in one transaction; return the new ones, resolved to our instruments.
 
     `events` must hold whole frames (all the events parsed from one provider message), in arrival
-    order: a stream cursor is committed with them (see `_store_crowd_posts`)."""
+    order: a stream cursor is committed with them (see `_store_crowd_posts`). `fence`, called
+    first inside the transaction, raises when this worker may no longer write (feeds/lease.py)."""
     by_type: dict[type, list] = defaultdict(list)
     for event in _resolve(events):
         by_type[type(event)].append(event)
     new: list[ev.Event] = []
     with transaction.atomic():
+        if fence is not None:
+            fence()
         # Alerts before revocations, so a batch holding both revokes the alert it just stored.
         for event_type, store in _STORERS.items():
             if by_type.get(event_type):

@@ -329,6 +329,14 @@ FEEDS_WATCH_POLL_SECONDS = float(os.environ.get("FEEDS_WATCH_POLL_SECONDS", "3")
 # A running worker writes its heartbeat about every second; the health page shows its state as
 # `stale` once the heartbeat is older than this.
 FEEDS_HEARTBEAT_STALE_SECONDS = float(os.environ.get("FEEDS_HEARTBEAT_STALE_SECONDS", "30"))
+# Highly available workers (feeds/lease.py): any number of `runfeed <provider>` may run; the one
+# holding the account's lease consumes. A standby takes over within lease + poll seconds of the
+# holder's death (at once after a clean stop). A standby of a provider without resume stays
+# connected and hands the last FEEDS_STANDBY_WINDOW_SECONDS of what it received to the pipeline
+# when it takes over (feeds/standby.py): longer than lease + poll, so nothing falls in between.
+FEEDS_LEASE_SECONDS = float(os.environ.get("FEEDS_LEASE_SECONDS", "9"))
+FEEDS_LEASE_POLL_SECONDS = float(os.environ.get("FEEDS_LEASE_POLL_SECONDS", "1"))
+FEEDS_STANDBY_WINDOW_SECONDS = float(os.environ.get("FEEDS_STANDBY_WINDOW_SECONDS", "30"))
 
 # Prometheus metrics: each process serves its own on METRICS_PORT (unset: none), bound to
 # METRICS_BIND (loopback by default: for the operator's scraper, never for users). Each process

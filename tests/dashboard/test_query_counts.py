@@ -27,7 +27,7 @@ EXPECTED_QUERIES = {
     "settings": 4,  # + the preferences the form edits
     "rules": 10,
     "health": 3,
-    "health data": 7,
+    "health data": 9,  # + the live workers and their leases (feeds.selectors.feed_workers)
     "instrument search": 3,
 }
 

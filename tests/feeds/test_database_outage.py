@@ -199,10 +199,11 @@ async def test_a_worker_whose_database_stays_out_of_reach_exits_for_a_restart_wi
     from feeds.backoff import Backoff
     from feeds.pipeline import Pipeline
 
-    def unreachable(*, events):
+    def unreachable(*, events, fence=None):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(runner, "Pipeline", partial(Pipeline, store=unreachable, store_attempts=3,
+    monkeypatch.setattr(runner, "events_store", unreachable)
+    monkeypatch.setattr(runner, "Pipeline", partial(Pipeline, store_attempts=3,
                                                     retry_backoff=lambda: Backoff(base=0.01, cap=0.02)))
     async with StockTwitsSimulator([f"{USER}:{PASSWORD}"], interval=None) as sim:
         await sync_to_async(ProviderAccount.objects.create)(provider="stocktwits", endpoint=sim.url(),

@@ -97,7 +97,7 @@ async def test_a_worker_serves_its_metrics_logs_json_and_stops_cleanly():
             _, stderr = await asyncio.wait_for(worker.communicate(), 15)
     assert worker.returncode == 0, stderr.decode()
     records = [json.loads(line) for line in stderr.decode().splitlines()]
-    assert any(r["message"].startswith("stocknews: feed starting") for r in records)
+    assert any(r["message"].startswith("stocknews: feed consuming from") for r in records)
     assert {r.get("role") for r in records} == {"runfeed:stocknews"}
     assert TOKEN not in stderr.decode()
     assert (await sync_to_async(FeedStatus.objects.get)()).state == "stopped"

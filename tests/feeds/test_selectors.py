@@ -163,3 +163,23 @@ def test_a_board_of_a_thousand_instruments_is_still_one_query_per_kind():
     count, snapshot = snapshot_queries(instruments)
     assert count == 5 and len(snapshot) == 1100
     assert all(row["spark"] == [1.0] and row["sentiment"]["stocktwits"]["score"] == 0.5 for row in snapshot.values())
+
+
+def test_the_health_rows_name_the_lease_holder_first_then_the_live_standbys_not_the_dead(settings):
+    """Who holds is the lease row's word, not the role a worker last announced (it lags a takeover)."""
+    from feeds.models import FeedLease, FeedWorker
+
+    settings.FEEDS_HEARTBEAT_STALE_SECONDS = 30
+    now = timezone.now()
+    account = ProviderAccount.objects.create(provider="stocknews", endpoint="ws://x", token="t")
+    FeedStatus.objects.create(account=account, state="connected", heartbeat_at=now)
+    FeedLease.objects.create(account=account, holder="b:2:bb", token=4, expires_at=now + timedelta(seconds=9))
+    for identity, role, age in [("a:1:aa", "holder", 1), ("b:2:bb", "standby", 2), ("c:3:cc", "standby", 3),
+                                ("dead:4:dd", "standby", 31)]:
+        FeedWorker.objects.create(account=account, identity=identity, role=role, started_at=now - timedelta(hours=1),
+                                  heartbeat_at=now - timedelta(seconds=age))
+    [row] = feed_status_list(now=now)
+    assert [(w["identity"], w["role"]) for w in row["workers"]] == [
+        ("b:2:bb", "holder"), ("a:1:aa", "standby"), ("c:3:cc", "standby")]
+    FeedLease.objects.update(expires_at=now - timedelta(seconds=1))
+    assert {w["role"] for w in feed_status_message(FeedStatus.objects.get(), now=now)["workers"]} == {"standby"}

@@ -50,6 +50,9 @@ def stored_cursor() -> str | None:
 
 class StockTwitsFeed:
     name = PROVIDER
+    # Resumes from the cursor stored with its data: a standby needs no connection of its own
+    # before it takes over (feeds/runner.py).
+    resumable = True
 
     def __init__(
         self,

@@ -38,6 +38,19 @@
     return td;
   }
 
+  // Which process holds the lease and which stand by (feeds/lease.py): one line each.
+  function workersCell(workers) {
+    const td = cell(workers.length ? "" : "—", "feed-workers");
+    for (const w of workers) {
+      const line = document.createElement("div");
+      line.className = "feed-worker";
+      line.setAttribute("data-role", w.role);
+      line.textContent = w.identity + " · " + w.role;
+      td.append(line);
+    }
+    return td;
+  }
+
   function render() {
     document.getElementById("feeds").replaceChildren(...[...feeds.values()].map((f) => {
       const tr = document.createElement("tr");
@@ -48,7 +61,8 @@
         Object.keys(f.invalid_codes || {}).length ? "invalid: " + Object.keys(f.invalid_codes).join(", ") : ""].filter(Boolean).join(" · ");
       tr.append(cell(f.provider), cell(state.replace("_", " "), "feed-state"), cell(ago(f.last_message_at)),
         cell(rate(f.provider), "feed-rate"), cell(String(f.messages), "feed-messages"), cell(String(f.reconnects)),
-        cell(String(f.parse_errors)), cell(where || "—"), cell(f.last_error || "—", "feed-error"));
+        cell(String(f.parse_errors)), cell(where || "—"), workersCell(f.workers || []),
+        cell(f.last_error || "—", "feed-error"));
       return tr;
     }));
   }
