@@ -24,7 +24,9 @@ Timing, with `ttl` = FEEDS_LEASE_SECONDS (9 s by default):
   ttl + poll after the holder's last renewal; after a clean stop (SIGTERM) at once: the lease
   is released.
 Lease calls run on a thread and connection of their own, so a store that hangs on a dead
-connection cannot delay a renewal, nor a hung renewal the decision to stop.
+connection cannot delay a renewal, nor a hung renewal the decision to stop. A call that times out
+leaves its thread behind (a daemon: it never holds up an exit) and the next call gets a new thread,
+hence a new connection: a connection stuck behind a partition is not waited for once it heals.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ import asyncio
 import functools
 import logging
 import os
+import queue
 import secrets
 import socket
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q
 from django.db.models.functions import Now
@@ -107,17 +111,56 @@ def fence(account_id: int, token: int) -> None:
     The row lock (FOR NO KEY UPDATE) makes a standby's acquisition, and the holder's own renewal,
     wait until this transaction ends: every batch committed under the lease happens before the
     next holder exists. On PostgreSQL a transaction left idle by a partitioned worker is ended by
-    the server after the lease time, so the lock it holds cannot block a takeover for longer.
+    the server after FEEDS_LEASE_SECONDS, so the lock it holds cannot block a takeover for longer.
     """
     if not connection.in_atomic_block:
         raise RuntimeError("fence() must run inside the store's transaction")
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL idle_in_transaction_session_timeout = '10s'")
+            cursor.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                           [f"{int(settings.FEEDS_LEASE_SECONDS * 1000)}ms"])
     held = (FeedLease.objects.select_for_update(no_key=True)
             .filter(account_id=account_id, token=token, expires_at__gt=Now()).values_list("pk", flat=True))
     if not list(held):
         raise LeaseLost(f"lease of account {account_id} with token {token} is no longer held")
+
+
+class _LeaseThread:
+    """One daemon thread running calls in order; its Django connection is its own (per thread)."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="lease", daemon=True).start()
+
+    def _run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            loop, future, func = item
+            try:
+                result = func()
+            except BaseException as exc:  # handed to the awaiting coroutine
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+        connections.close_all()
+
+    def submit(self, func) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._calls.put((loop, future, func))
+        return future
+
+    def retire(self) -> None:
+        """Close the connection and end, after whatever is queued (at once if nothing hangs)."""
+        self._calls.put(None)
+
+
+def _settle(future: asyncio.Future, result, exc) -> None:
+    if future.done():  # the caller gave up waiting
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 class Lease:
@@ -135,13 +178,15 @@ class Lease:
         self._deadline = 0.0
         self._clock = clock
         self._started_at = None
-        # One thread, hence one connection of its own (Django's connections are per thread).
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
+        self._thread = _LeaseThread()
 
     async def _call(self, func, *args, timeout: float | None = None):
-        loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(self._executor, functools.partial(live_connection(func), *args))
-        return await asyncio.wait_for(call, timeout)
+        try:
+            return await asyncio.wait_for(self._thread.submit(functools.partial(live_connection(func), *args)), timeout)
+        except TimeoutError:
+            self._thread.retire()
+            self._thread = _LeaseThread()
+            raise
 
     def held(self) -> bool:
         return self.token is not None and self._clock() < self._deadline
@@ -233,8 +278,4 @@ class Lease:
             await self._call(_forget, self.identity, timeout=3)
         except Exception as exc:
             log.warning("could not remove worker %s from the list: %s", self.identity, exc)
-        try:
-            await self._call(connections.close_all, timeout=3)
-        except Exception:
-            pass
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._thread.retire()

@@ -203,3 +203,63 @@ def test_sigkill_the_stocktwits_holder_inside_a_backlog_the_standby_resumes_from
         finally:
             _stop(*procs)
             db.close()
+
+
+def test_a_holder_cut_off_from_postgresql_stops_consuming_before_the_standby_takes_over(tmp_path):
+    """A network partition between the holder and PostgreSQL (a blackhole: nothing answers, nothing
+    is refused). The holder cannot renew: it stops consuming at its own deadline, which falls
+    before the database's expiry, so before the standby can acquire. Nothing is lost or doubled:
+    the standby resumes from the cursor the holder last committed."""
+    from tests.faultproxy import FaultProxy
+
+    simulator = StockTwitsSimulator([f"{USER}:{PASSWORD}"], interval=None, keepalive_interval=60, seed=13)
+    with fresh_database("twfailpart") as url, simulator_thread(simulator) as sim:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with simulator_thread(FaultProxy(port)) as pg:
+            proxy = pg.simulator
+            fast = {"FEEDS_LEASE_SECONDS": "3"}  # the order of events is the point here, not the 15 s
+            direct = _workers(url, tmp_path, "direct")
+            direct.env.update(fast)
+            cut_off = _workers(url.replace(f":{port}/", f":{proxy.port}/"), tmp_path, "cut")
+            cut_off.env.update(fast)
+            direct.manage("migrate", "--noinput")
+            direct.manage("provider", "set", "stocktwits", "--endpoint", simulator.url(), "--username", USER,
+                          "--password", PASSWORD, "--enable")
+            db = Sql(url)
+            first = cut_off.start("stocktwits")
+            second = None
+            emitted: list[str] = []
+            try:
+                wait_until(lambda: _holder_pid(db) == first.pid, timeout=20, what="the first worker to hold")
+                second = direct.start("stocktwits")
+                wait_until(lambda: db.value("SELECT count(*) FROM feeds_feedworker WHERE role = 'standby'") == 1,
+                           timeout=20, what="the second worker to stand by")
+                for _ in range(20):
+                    emitted.append(sim.call(simulator.emit)["seq_id"])
+                wait_until(lambda: db.value("SELECT count(DISTINCT seq_id) FROM feeds_crowdmention") == 20,
+                           timeout=20, what="the holder to store what was sent")
+                assert simulator.open_streams == 1
+                sim.call(lambda: setattr(proxy, "blackhole", True))  # the partition
+                stopped = None
+                for _ in range(400):  # while cut off, the provider keeps sending
+                    emitted.append(sim.call(simulator.emit)["seq_id"])
+                    if stopped is None and simulator.open_streams == 0:
+                        stopped = time.time()
+                    if _holder_pid(db) == second.pid:
+                        break
+                    time.sleep(0.02)  # the provider's pace, not synchronisation
+                assert stopped is not None, "the standby took over while the cut-off holder still consumed"
+                acquired_at = db.value("SELECT extract(epoch FROM acquired_at) FROM feeds_feedlease")
+                assert stopped < float(acquired_at), "the cut-off holder stopped only after the standby started"
+                wait_until(lambda: db.value("SELECT count(DISTINCT seq_id) FROM feeds_crowdmention") == len(emitted),
+                           timeout=30, what="the new holder to store everything sent")
+                stored = db.rows("SELECT seq_id, count(*) FROM feeds_crowdmention GROUP BY message_id, symbol, seq_id")
+                assert {seq for seq, _ in stored} == set(emitted) and {n for _, n in stored} == {1}
+                sim.call(lambda: setattr(proxy, "blackhole", False))  # the partition heals
+                wait_until(lambda: db.value(
+                    "SELECT role FROM feeds_feedworker WHERE identity LIKE %s AND heartbeat_at > now() - interval '2 s'",
+                    f"%:{first.pid}:%") == "standby", timeout=30, what="the healed worker to stand by")
+                assert simulator.open_streams == 1
+            finally:
+                _stop(first, *([second] if second else []))
+                db.close()

@@ -90,7 +90,7 @@ async def test_an_idle_worker_keeps_its_heartbeat_moving_and_stops_as_stopped(se
     row = await sync_to_async(FeedStatus.objects.select_related("account").get)()
     # Stopped on purpose: it stays "stopped" however old its last heartbeat gets.
     later = row.heartbeat_at + timedelta(seconds=settings.FEEDS_HEARTBEAT_STALE_SECONDS * 10)
-    assert feed_status_message(row, now=later)["state"] == "stopped"
+    assert (await sync_to_async(feed_status_message)(row, now=later))["state"] == "stopped"
 
 
 class CrashingFeed:
