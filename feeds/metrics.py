@@ -57,6 +57,11 @@ STORE_FAILURES = Counter(
     "Attempts to store a batch that raised (a lost connection is retried; see events_dropped).", ["provider"])
 PIPELINE_QUEUE_DEPTH = Gauge(
     "tickerwire_pipeline_queue_depth", "Events waiting in the pipeline to be stored.", ["provider"])
+LEASE_HELD = Gauge(
+    "tickerwire_feed_lease_held",
+    "1 while this worker holds its account's lease and consumes, 0 while it stands by (feeds/lease.py).", ["provider"])
+LEASE_TAKEOVERS = Counter(
+    "tickerwire_feed_lease_acquired", "Times this worker acquired its account's lease.", ["provider"])
 
 # -- servers -----------------------------------------------------------------------------
 WEBSOCKETS_OPEN = Gauge("tickerwire_websockets_open", "Browser sockets open in this process.")

@@ -22,6 +22,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from . import metrics
 from .db import live_connection
 from .lease import Lease, LeaseLost
 from .models import FeedStatus, Instrument, ProviderAccount
@@ -102,12 +103,24 @@ async def _stand_by_then_consume(provider: str, lease: Lease, *, stop: asyncio.E
         account, _ = await sync_to_async(live_connection(_load))(provider)
         if account is not None and account.enabled:
             hot = _HotStandby(provider, feed_class, account, feed_kwargs)
+    held = metrics.LEASE_HELD.labels(provider)
+    held.set(0)
     try:
         if not await lease.wait_acquired(stop):
             return 0
     finally:
         if hot is not None and not lease.held():
             await hot.stop()
+    held.set(1)
+    metrics.LEASE_TAKEOVERS.labels(provider).inc()
+    try:
+        return await _take_over_and_consume(provider, lease, hot, feed_class, stop=stop, feed_kwargs=feed_kwargs)
+    finally:
+        held.set(0)
+
+
+async def _take_over_and_consume(provider: str, lease: Lease, hot: _HotStandby | None, feed_class, *,
+                                 stop: asyncio.Event, feed_kwargs: dict) -> int | None:
     # Read after acquiring: the account may have changed, and a resumable feed reads its cursor
     # only now, after everything the previous holder committed (feeds/lease.py's fence).
     account, row = await sync_to_async(live_connection(_load))(provider)

@@ -83,6 +83,7 @@ async def test_a_worker_serves_its_metrics_logs_json_and_stops_cleanly():
                                     tickerwire_feed_state="connected") == 1
 
             await until(connected, what="the worker's metrics to show it connected")
+            assert await sample(port, "tickerwire_feed_lease_held", provider="stocknews") == 1  # the only worker holds
             await sim.wait_for(lambda: any(m.get("type") == "subscribe" for _, m in sim.received if isinstance(m, dict)),
                                timeout=10)
             sim.emit_news("AAPL", stockTickers=["AAPL"])
