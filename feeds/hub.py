@@ -23,6 +23,8 @@ from functools import cache
 
 from django.conf import settings
 
+from project.redisclient import RedisTarget, settings_redis_target
+
 from . import metrics
 from .backoff import Backoff
 from .livestore import HEADER_CONTROL, LocalLive, RedisLive
@@ -39,16 +41,16 @@ class HubUnavailable(RuntimeError):
 
 
 @cache
-def _backend(redis_url: str, prefix: str, size: int, seconds: float, send_timeout: float):
-    if redis_url:
-        return RedisLive(url=redis_url, prefix=prefix, history_size=size, history_seconds=seconds,
+def _backend(target: RedisTarget | None, prefix: str, size: int, seconds: float, send_timeout: float):
+    if target is not None:
+        return RedisLive(target=target, prefix=prefix, history_size=size, history_seconds=seconds,
                          connection=settings.REDIS_CONNECTION, send_timeout=send_timeout)
     return LocalLive(history_size=size, history_seconds=seconds)
 
 
 def live_backend() -> RedisLive | LocalLive:
-    """Redis when REDIS_URL is set, else this process' memory (the embedded default)."""
-    return _backend(settings.REDIS_URL, settings.LIVE_PREFIX, settings.LIVE_HISTORY_SIZE,
+    """Redis when REDIS_URL or REDIS_SENTINELS is set, else this process' memory (the embedded default)."""
+    return _backend(settings_redis_target(settings), settings.LIVE_PREFIX, settings.LIVE_HISTORY_SIZE,
                     settings.LIVE_HISTORY_SECONDS, settings.CHANNEL_LAYER_SEND_TIMEOUT)
 
 
@@ -63,8 +65,13 @@ class Hub:
         self._reader: asyncio.Task | None = None
         self._waiting: set[Sink] = set()
         self._poller: asyncio.Task | None = None
-        self._backoff = Backoff(base=0.5, cap=10.0, healthy_after=30.0)
+        # Between tries to subscribe again after a loss. The cap adds to a Sentinel failover's own
+        # time before browsers get events again (issue 12: within 10 s); a try costs Redis one
+        # connection per server process, so 2 s is cheap even through a long outage.
+        self._backoff = Backoff(base=0.5, cap=2.0, healthy_after=30.0)
         self._retry_at = 0.0
+        self._up_since: float | None = None  # when the current subscription was first confirmed
+        self._lost_at: float | None = None  # when the last one failed, until one is confirmed again
 
     # -- sockets --------------------------------------------------------------------------
     def sink(self, writer, *, on_control=None, on_lost=None) -> Sink:
@@ -112,12 +119,19 @@ class Hub:
     async def _subscribe(self, streams: list[str]) -> None:
         if self._subscription is None:
             await self._open()
+        subscription = self._subscription
         try:
-            await asyncio.wait_for(self._subscription.subscribe(streams), settings.CHANNEL_LAYER_SEND_TIMEOUT)
+            await asyncio.wait_for(subscription.subscribe(streams), settings.CHANNEL_LAYER_SEND_TIMEOUT)
         except Exception as exc:  # refused, timed out, or redis-py's own errors
             await self._lost(exc)
             raise HubUnavailable(str(exc)) from exc
         self._subscribed.update(streams)
+        if self._up_since is None and subscription is self._subscription:
+            self._up_since = asyncio.get_running_loop().time()
+            if self._lost_at is not None:
+                log.warning("live subscription restored on %s after %.1fs", subscription.server,
+                            self._up_since - self._lost_at)
+                self._lost_at = None
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -140,9 +154,17 @@ class Hub:
         browser reconnects and recovers from history); the next join opens a new subscription."""
         subscription, self._subscription = self._subscription, None
         self._subscribed.clear()
-        self._retry_at = asyncio.get_running_loop().time() + self._backoff.next_delay()
-        log.warning("live subscription lost (%s: %s): closing %d browser sockets", type(exc).__name__, exc,
-                    len(self.sinks))
+        now = asyncio.get_running_loop().time()
+        if self._up_since is not None:
+            # A subscription that served long enough was healthy: the next failure (a failover
+            # next week) starts again from the shortest delay, not where the last outage ended.
+            self._backoff.connection_ended(lasted=now - self._up_since)
+        self._up_since, self._lost_at = None, self._lost_at or now
+        self._retry_at = now + self._backoff.next_delay()
+        # Cut: redis-py's MasterNotFoundError (no primary during a failover) holds every sentinel
+        # client's repr, several kilobytes a line.
+        log.warning("live subscription lost (%s: %s): closing %d browser sockets", type(exc).__name__,
+                    str(exc)[:300], len(self.sinks))
         metrics.LIVE_SUBSCRIPTION_LOST.inc()
         for sink, on_lost in list(self.sinks.items()):
             if on_lost is not None:

@@ -3,7 +3,8 @@
 Every browser-bound event belongs to a *stream* (a group name: `instrument.7`, `audience.team-3`).
 Publishing one event, atomically, in Redis (a Lua script, so publishers never interleave):
   1. takes the stream's next sequence number (`seq`, +1 per event) under its `epoch` (a random
-     string made when the stream's position is first needed; a new epoch means "history reset");
+     string made when the stream's position is first needed, or found written by another Redis
+     server, as after a failover; a new epoch means "history reset");
   2. builds the exact text browsers receive, `{"type":"event","stream":…,"epoch":…,"seq":…,"event":…}`;
   3. appends it to the stream's history (a Redis Stream, entry id `<seq>-0`, at most
      LIVE_HISTORY_SIZE entries, expiring LIVE_HISTORY_SECONDS after the last event: Centrifugo's
@@ -23,17 +24,16 @@ same channels with the headers `- -` and `! -`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import threading
 import time
-import types
-import weakref
 from collections import deque
 from dataclasses import dataclass
 
-import redis
-import redis.asyncio
 import redis.exceptions
+
+from project.redisclient import PerLoop, RedisTarget
 
 __all__ = ["Outgoing", "Position", "Recovery", "RedisLive", "LocalLive", "event_frame_text",
            "HEADER_TEXT", "HEADER_CONTROL"]
@@ -76,14 +76,30 @@ def event_frame_text(stream: str, epoch: str, seq: int, body: str) -> str:
     return f'{{"type":"event","stream":"{stream}","epoch":"{epoch}","seq":{seq},"event":{body}}}'
 
 
-def _header(item: Outgoing) -> bytes:
-    return HEADER_CONTROL if item.control else HEADER_TEXT
-
+# Both scripts start here. A stream's position is valid only on the server that wrote it, so the
+# server's run_id (new at every start) is kept beside the epoch. After a Sentinel failover the new
+# primary holds the old one's positions as far as asynchronous replication got: it may lack the
+# last entries browsers already have, and numbering on from there would give a new event a seq a
+# browser holds for another one (it would drop it as a duplicate, silently). A position another
+# server wrote (a promoted replica, a restart from a dump) is dropped with its history instead: a
+# new epoch starts and browsers take their snapshot.
+_POSITION = """
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local function position(pos, hist, candidate)
+  local held = redis.call('HMGET', pos, 'epoch', 'run')
+  if held[1] and held[2] == run then
+    return held[1]
+  end
+  redis.call('DEL', pos, hist)
+  redis.call('HSET', pos, 'epoch', candidate, 'run', run)
+  return candidate
+end
+"""
 
 # KEYS: per sequenced item, its position hash and its history stream.
 # ARGV: maxlen, ttl ms, epoch candidate, then per item: channel, stream, key, body, mode
 # (mode "s" sequenced, "t" text, "c" control; unsequenced items have no KEYS).
-_PUBLISH = """
+_PUBLISH = _POSITION + """
 local maxlen, ttl, candidate = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local seqs, k = {}, 1
 for i = 4, #ARGV, 5 do
@@ -91,12 +107,7 @@ for i = 4, #ARGV, 5 do
   if mode == 's' then
     local pos, hist = KEYS[k], KEYS[k + 1]
     k = k + 2
-    local epoch = redis.call('HGET', pos, 'epoch')
-    if not epoch then
-      epoch = candidate
-      redis.call('DEL', hist)
-      redis.call('HSET', pos, 'epoch', epoch)
-    end
+    local epoch = position(pos, hist, candidate)
     local seq = redis.call('HINCRBY', pos, 'seq', 1)
     local text = '{"type":"event","stream":"' .. stream .. '","epoch":"' .. epoch .. '","seq":' .. seq ..
       ',"event":' .. body .. '}'
@@ -113,44 +124,51 @@ end
 return seqs
 """
 
+# KEYS: per stream, its position hash and its history stream.
+# ARGV: ttl ms, epoch candidate, count, then per stream the seq after which its history is
+# wanted ("" for none). Returns per stream {epoch, seq, entries}: one script, so nothing falls
+# between a position and the history read with it.
+_READ = _POSITION + """
+local ttl, candidate, count = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local out = {}
+for i = 1, #KEYS, 2 do
+  local pos, hist = KEYS[i], KEYS[i + 1]
+  local epoch = position(pos, hist, candidate)
+  redis.call('PEXPIRE', pos, ttl * 12)
+  local since, entries = ARGV[3 + (i + 1) / 2], {}
+  if since ~= '' then
+    entries = redis.call('XRANGE', hist, '(' .. since .. '-0', '+', 'COUNT', count)
+  end
+  out[#out + 1] = {epoch, redis.call('HGET', pos, 'seq') or '0', entries}
+end
+return out
+"""
 
-class _PerLoop:
-    """One asyncio Redis client per event loop (a client's connections belong to the loop that made
-    them). A loop that closes closes its client first, as channels-redis does for its pools, so
-    short-lived loops (`async_to_sync`) leave no connection behind."""
 
-    def __init__(self, make) -> None:
-        self._make = make
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+class _Script:
+    def __init__(self, text: str) -> None:
+        self.text, self.sha = text, hashlib.sha1(text.encode()).hexdigest()
 
-    def get(self):
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = self._make()
-            original_close = loop.close
+    async def __call__(self, client, keys: list[str], args: list):
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # a new primary, a restart, SCRIPT FLUSH: EVAL caches it
+            return await client.eval(self.text, len(keys), *keys, *args)
 
-            def close(this, *args, **kwargs):
-                gone = self._clients.pop(this, None)
-                if gone is not None and not this.is_running():
-                    this.run_until_complete(gone.aclose())
-                this.close = original_close
-                return original_close(*args, **kwargs)
 
-            loop.close = types.MethodType(close, loop)
-        return client
+_publish_script, _read_script = _Script(_PUBLISH), _Script(_READ)
 
 
 class RedisLive:
-    def __init__(self, *, url: str, prefix: str, history_size: int, history_seconds: float,
-                 connection: dict, send_timeout: float) -> None:
-        self.url, self.prefix = url, prefix
+    def __init__(self, *, target: RedisTarget | None = None, url: str = "", prefix: str, history_size: int,
+                 history_seconds: float, connection: dict, send_timeout: float) -> None:
+        self.target = target or RedisTarget(url=url)
+        self.prefix = prefix
         self.history_size, self.history_ms = history_size, int(history_seconds * 1000)
         # Publishers and readers never block-read: their socket timeout is the send bound.
         options = {**connection, "socket_timeout": send_timeout}
-        self._clients = _PerLoop(lambda: redis.asyncio.Redis.from_url(url, **options))
+        self._clients = PerLoop(lambda: self.target.client(**options))
         self._subscriber_options = connection
-        self._script_sha: str | None = None
 
     def channel(self, stream: str) -> str:
         return f"{self.prefix}:live:{stream}"
@@ -158,58 +176,37 @@ class RedisLive:
     def stream_of(self, channel: str) -> str:
         return channel[len(self.prefix) + 6:]
 
-    def _pos_key(self, stream: str) -> str:
-        return f"{self.prefix}:live-pos:{stream}"
-
-    def _hist_key(self, stream: str) -> str:
-        return f"{self.prefix}:live-hist:{stream}"
-
-    def _script_args(self, items: list[Outgoing]) -> tuple[list[str], list]:
-        keys, argv = [], [self.history_size, self.history_ms, secrets.token_hex(4)]
-        for item in items:
-            mode = "s" if item.sequenced else ("c" if item.control else "t")
-            if mode == "s":
-                keys += [self._pos_key(item.stream), self._hist_key(item.stream)]
-            argv += [self.channel(item.stream), item.stream, item.key, item.body, mode]
-        return keys, argv
+    def _keys(self, stream: str) -> list[str]:
+        return [f"{self.prefix}:live-pos:{stream}", f"{self.prefix}:live-hist:{stream}"]
 
     async def publish(self, items: list[Outgoing]) -> list[int]:
         """Publish `items` in order, in one round trip. Returns each item's seq (0: unsequenced)."""
         if not items:
             return []
-        keys, argv = self._script_args(items)
-        client = self._clients.get()
-        if self._script_sha is None:
-            self._script_sha = await client.script_load(_PUBLISH)
-        try:
-            return await client.evalsha(self._script_sha, len(keys), *keys, *argv)
-        except redis.exceptions.NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load it again
-            self._script_sha = await client.script_load(_PUBLISH)
-            return await client.evalsha(self._script_sha, len(keys), *keys, *argv)
+        keys, argv = [], [self.history_size, self.history_ms, secrets.token_hex(4)]
+        for item in items:
+            mode = "s" if item.sequenced else ("c" if item.control else "t")
+            if mode == "s":
+                keys += self._keys(item.stream)
+            argv += [self.channel(item.stream), item.stream, item.key, item.body, mode]
+        return await _publish_script(self._clients.get(), keys, argv)
 
     async def read(self, streams: list[str], since: dict[str, Position]) -> dict[str, Recovery]:
-        """Each stream's position (made if new) and, where `since` names it under the same epoch,
-        the history after it — atomically (MULTI), so nothing falls between the two."""
-        async with self._clients.get().pipeline(transaction=True) as pipe:
-            for stream in streams:
-                pipe.hsetnx(self._pos_key(stream), "epoch", secrets.token_hex(4))
-                pipe.pexpire(self._pos_key(stream), self.history_ms * 12)
-                pipe.hmget(self._pos_key(stream), "epoch", "seq")
-                if stream in since:
-                    pipe.xrange(self._hist_key(stream), min=f"({since[stream].seq}-0", max="+",
-                                count=self.history_size + 1)
-            replies = await pipe.execute()
-        out, i = {}, 0
+        """Each stream's position (made if new, or renewed if another server wrote it) and, where
+        `since` names it under the same epoch, the history after it, atomically."""
+        keys, argv = [], [self.history_ms, secrets.token_hex(4), self.history_size + 1]
         for stream in streams:
-            epoch, seq = replies[i + 2]
-            position = Position(epoch.decode(), int(seq or 0))
-            i += 3
+            keys += self._keys(stream)
+            argv.append(since[stream].seq if stream in since else "")
+        replies = await _read_script(self._clients.get(), keys, argv)
+        out = {}
+        for stream, (epoch, seq, entries) in zip(streams, replies):
+            position = Position(epoch.decode(), int(seq))
             frames = None
             if stream in since:
-                entries = replies[i]
-                i += 1
+                # Each entry is [b"<seq>-0", [b"t", text]].
                 frames = _reaching(since[stream], position,
-                                   [(int(eid.split(b"-")[0]), fields[b"t"].decode()) for eid, fields in entries])
+                                   [(int(eid.split(b"-")[0]), fields[1].decode()) for eid, fields in entries])
             out[stream] = Recovery(position, frames)
         return out
 
@@ -242,7 +239,7 @@ class RedisSubscription:
                                                                                    "retry_on_error")}
         # No read timeout: the connection idles between events. A dead link is found by the
         # keepalive options and by run()'s periodic PING.
-        self._client = redis.asyncio.Redis.from_url(live.url, socket_timeout=None, **options)
+        self._client = live.target.client(socket_timeout=None, **options)
         self._pubsub = self._client.pubsub()
         self._pending: dict[str, list[asyncio.Future]] = {}
         self._connected = asyncio.Event()  # redis-py reads only once a first SUBSCRIBE made the connection
@@ -261,6 +258,12 @@ class RedisSubscription:
 
     async def unsubscribe(self, streams: list[str]) -> None:
         await self._pubsub.unsubscribe(*(self._live.channel(s) for s in streams))
+
+    @property
+    def server(self) -> str:
+        """host:port this subscription is connected to (through Sentinel: the primary it found)."""
+        connection = self._pubsub.connection
+        return f"{connection.host}:{connection.port}" if connection is not None else "-"
 
     async def run(self, *, ping_every: float = 30.0) -> None:
         stream_of, deliver = self._live.stream_of, self._deliver
@@ -381,6 +384,8 @@ class LocalSubscription:
 
     async def unsubscribe(self, streams: list[str]) -> None:
         return None
+
+    server = "this process"
 
     async def run(self, **_) -> None:
         try:

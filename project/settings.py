@@ -20,6 +20,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from project.redisclient import redis_target
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -148,6 +150,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Or Redis Sentinel: the sentinels' host:port list and the name they monitor the primary under;
+# every Redis client then follows the current primary (project/redisclient.py, the one place
+# clients are built). REDIS_PASSWORD is the primary's and replicas' (a URL carries its own).
+REDIS_SENTINELS = env_list("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "") or "mymaster"
+REDIS_SENTINEL_PASSWORD = os.environ.get("REDIS_SENTINEL_PASSWORD", "")
+REDIS_PASSWORD = os.environ.get("REDIS_PASSWORD", "")
+try:
+    _redis = redis_target(url=REDIS_URL, sentinels=REDIS_SENTINELS, master=REDIS_SENTINEL_MASTER,
+                          password=REDIS_PASSWORD, sentinel_password=REDIS_SENTINEL_PASSWORD)
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 # How this process talks to Redis (redis-py 8.1, locked in requirements.txt). The live path
 # (feeds/livestore.py) uses these options for its clients:
 # - Publishers and position reads never block-read: their read timeout is CHANNEL_LAYER_SEND_TIMEOUT,
@@ -180,12 +194,12 @@ REDIS_CONNECTION = {
     "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     "retry_on_error": [RedisConnectionError],
 }
-if REDIS_URL:
+if _redis is not None:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, **REDIS_CONNECTION}],
+                "hosts": [_redis.channel_layer_host(REDIS_CONNECTION)],
                 # A prefix per deployment (or test run) keeps several on one Redis apart.
                 "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "tickerwire"),
                 # Bounded per-socket queue: a browser that cannot keep up loses messages

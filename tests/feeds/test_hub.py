@@ -1,6 +1,7 @@
 """The process' fan-out (feeds/hub.py) on the real Redis: a join returns once every later event
 arrives; one subscription serves every local socket; leaving unsubscribes; control messages reach
-the consumer; a lost subscription closes every socket so its browser resyncs."""
+the consumer; a lost subscription closes every socket so its browser resyncs; through Sentinel, the
+next subscription after a failover is on the new primary."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from feeds.broadcast import publish_revoke
 from feeds.hub import Hub, HubUnavailable
 from feeds.livestore import Outgoing, RedisLive
 from feeds.sinks import Frame
+from project.redisclient import redis_target
 from tests.feeds.test_livestore import redis_live
 from tests.redisserver import RedisServer
+from tests.redissentinel import SentinelGroup
 
 pytestmark = pytest.mark.asyncio
 
@@ -85,3 +88,38 @@ async def test_a_lost_subscription_closes_every_socket_and_joins_fail_until_redi
         await asyncio.wait_for(lost.wait(), 10)
         with pytest.raises(HubUnavailable):
             await hub.join(hub.sink(Capture()), ["instrument.2"])
+
+
+@pytest.mark.timeout(60)
+async def test_through_sentinel_a_failover_closes_the_sockets_then_the_hub_and_publisher_use_the_new_primary(
+        tmp_path):
+    group = SentinelGroup(tmp_path)
+    await asyncio.to_thread(group.start)
+    try:
+        target = redis_target(sentinels=group.sentinels_setting.split(","))  # as settings pass REDIS_SENTINELS
+        live = RedisLive(target=target, prefix="twsentinel", history_size=10, history_seconds=60,
+                         connection={"socket_connect_timeout": 1}, send_timeout=1)
+        hub = Hub(live)
+        lost, before = asyncio.Event(), Capture()
+        await hub.join(hub.sink(before, on_lost=lost.set), ["instrument.1"])
+        assert hub._subscription.server == f"127.0.0.1:{group.primary_port}"
+        await live.publish([Outgoing("instrument.1", '{"n":1}')])
+        (first,) = await before.wait_for(1)
+
+        old = await asyncio.to_thread(group.kill_primary)
+        await asyncio.wait_for(lost.wait(), 5)  # the subscription died with the primary: sockets close
+        new = await asyncio.to_thread(group.wait_for_failover, old)
+        after = Capture()
+        async with asyncio.timeout(15):  # a browser's reconnects, until the hub's backoff lets one through
+            while True:
+                try:
+                    await hub.join(hub.sink(after), ["instrument.1"])
+                    break
+                except HubUnavailable:
+                    await asyncio.sleep(0.1)
+        assert hub._subscription.server == f"127.0.0.1:{new}"
+        assert await live.publish([Outgoing("instrument.1", '{"n":2}')]) == [1]  # a new epoch: another server
+        (second,) = await after.wait_for(1)
+        assert second["event"] == {"n": 2} and second["epoch"] != first["epoch"]
+    finally:
+        await asyncio.to_thread(group.stop)

@@ -1,5 +1,6 @@
 """Numbering, history and recovery (feeds/livestore.py), on the real Redis and in memory: the two
-backends keep one contract."""
+backends keep one contract; and on two private Redis servers, what a failover to a replica that
+lacks the last entries does to the numbers."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import json
 import uuid
 
 import pytest
+import redis.asyncio
 from django.conf import settings
 
-from feeds.livestore import LocalLive, Outgoing, Position, RedisLive, event_frame_text
+from feeds.livestore import LocalLive, Outgoing, Position, Recovery, RedisLive, event_frame_text
+from tests.redisserver import RedisServer
 
 
 def redis_live(**overrides) -> RedisLive:
@@ -104,3 +107,74 @@ async def test_publishers_racing_on_one_stream_never_share_or_skip_a_seq():
 
     results = await asyncio.gather(*(publisher(live, n) for n, live in enumerate(lives)))
     assert sorted(seq for seqs in results for seq in seqs) == list(range(1, 201))
+
+
+async def _until(condition, *, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.asyncio
+async def test_a_promoted_replica_lacking_the_last_entries_starts_a_new_epoch_so_no_seq_is_reused():
+    """Sentinel's failover, step by step: the replica has 8 events when it is promoted; the old
+    primary acknowledged 2 more, which a browser already shows (seq 9 and 10). Numbering on from 8
+    under the same epoch would give the next event seq 9, which that browser would drop as a
+    duplicate. The new primary starts a new epoch instead: the browser sees the epoch change and
+    resyncs, and a watch with its old position is answered "not recovered" (snapshot)."""
+    stream = "instrument.1"
+    with RedisServer() as old_server, RedisServer() as new_server:
+        prefix = f"twfail-{uuid.uuid4().hex[:6]}"
+        old, new = (RedisLive(url=server.url, prefix=prefix, history_size=50, history_seconds=60,
+                              connection={"socket_connect_timeout": 2}, send_timeout=3)
+                    for server in (old_server, new_server))
+        old_client, new_client = (redis.asyncio.Redis.from_url(server.url) for server in (old_server, new_server))
+        try:
+            await old_client.config_set("repl-diskless-sync-delay", 0)  # Redis 7 waits 5 s for more replicas
+            # The replica loads the copy it receives straight from the socket: no dump.rdb in the work tree.
+            await new_client.config_set("repl-diskless-load", "on-empty-db")
+            await new_client.replicaof("127.0.0.1", old_server.port)
+            await old.publish([Outgoing(stream, body(n)) for n in range(1, 9)])
+            pos = f"{prefix}:live-pos:{stream}"
+
+            async def replica_has_8() -> bool:
+                return await new_client.hget(pos, "seq") == b"8"
+
+            await _until(replica_has_8)  # replication is asynchronous: wait for it, as a healthy replica is
+            await new_client.replicaof("NO", "ONE")  # promoted (what Sentinel sends); the old primary goes on
+            assert await old.publish([Outgoing(stream, body(9)), Outgoing(stream, body(10))]) == [9, 10]
+            browser = (await old.read([stream], {}))[stream].position
+            assert browser.seq == 10
+            replicated = await new_client.hmget(pos, "epoch", "seq")
+            assert replicated == [browser.epoch.encode(), b"8"]  # the replica's copy: 2 entries short
+
+            # The failover: publishers and readers now reach the promoted replica.
+            async with new_client.pubsub() as hub:
+                await hub.subscribe(new.channel(stream))
+                assert await new.publish([Outgoing(stream, body(11))]) == [1]
+                async with asyncio.timeout(5):
+                    while (message := await hub.get_message(timeout=1)) is None or message["type"] != "message":
+                        pass
+            frame = json.loads(message["data"].split(b"\n", 1)[1])
+            assert frame["epoch"] != browser.epoch and frame["seq"] == 1 and frame["event"] == json.loads(body(11))
+            for since in (browser, Position(browser.epoch, 8)):  # neither can trust the old numbers
+                assert (await new.read([stream], {stream: since}))[stream].frames is None, since
+            current = Position(frame["epoch"], 1)
+            assert (await new.read([stream], {stream: current}))[stream] == Recovery(current, [])
+            # The old epoch's history went with its position: what is recovered is the new one's only.
+            recovered = (await new.read([stream], {stream: Position(frame["epoch"], 0)}))[stream].frames
+            assert recovered == [(1, event_frame_text(stream, frame["epoch"], 1, body(11)))]
+        finally:
+            await old_client.aclose()
+            await new_client.aclose()
+
+
+@pytest.mark.asyncio
+async def test_positions_keep_their_epoch_on_the_server_that_wrote_them_across_reads_and_publishes():
+    live = redis_live()
+    await live.publish([Outgoing("instrument.3", body(1))])
+    epoch = (await live.read(["instrument.3"], {}))["instrument.3"].position.epoch
+    for _ in range(3):
+        await live.publish([Outgoing("instrument.3", body(2))])
+        assert (await live.read(["instrument.3"], {}))["instrument.3"].position.epoch == epoch
+    assert (await live.read(["instrument.3"], {}))["instrument.3"].position.seq == 4
