@@ -14,9 +14,12 @@ from .models import (
     NewsItem,
     ProviderAccount,
     Quote,
+    RetentionRun,
     SentimentSample,
     WebhookDelivery,
 )
+from .retention import retention_policy
+from .retention_policy import PolicyError
 
 
 @admin.register(Instrument)
@@ -110,3 +113,51 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(RetentionRun)
+class RetentionRunAdmin(admin.ModelAdmin):
+    """Read-only, for every staff member: the retention policy in force (from the settings) above
+    what the latest runs did. The policy is changed in the environment, not here: it is the same
+    for every process, and a timer and the workers must agree on it."""
+
+    list_display = ["started_at", "origin", "scope", "ok", "outcome"]
+    list_filter = ["origin", "ok"]
+    readonly_fields = [f.name for f in RetentionRun._meta.fields]
+    change_list_template = "admin/feeds/retentionrun/change_list.html"
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="rows of")
+    def scope(self, run: RetentionRun) -> str:
+        return run.provider or "every provider"
+
+    @admin.display(description="outcome")
+    def outcome(self, run: RetentionRun) -> str:
+        steps = run.summary.get("steps", [])
+        deleted, created = sum(s.get("deleted", 0) for s in steps), sum(s.get("created", 0) for s in steps)
+        errors = [f"{s['kind']}: {s['error']}" for s in steps if s.get("error")]
+        return "; ".join([f"deleted {deleted:,}, wrote {created:,}", *errors])
+
+    def changelist_view(self, request, extra_context=None):
+        try:
+            policy, problem = retention_policy(), ""
+        except PolicyError as exc:  # settings.py refuses to start with one; shown rather than a 500
+            policy, problem = None, str(exc)
+        context = {"retention_policy": policy.describe() if policy else [], "retention_problem": problem,
+                   "retention_batch_rows": policy.batch_rows if policy else None,
+                   "retention_worker_interval": policy.worker_interval if policy else None}
+        return super().changelist_view(request, extra_context={**context, **(extra_context or {})})

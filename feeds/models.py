@@ -249,6 +249,8 @@ class Alert(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["provider", "external_id"], name="alert_unique")]
+        # Retention deletes a provider's oldest alerts (feeds/retention.py); many have no instrument.
+        indexes = [models.Index(fields=["provider", "triggered_at"], name="alert_provider_triggered")]
 
     @property
     def revoked(self) -> bool:
@@ -335,4 +337,25 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_delivery_unique")]
+        # Retention deletes a provider's oldest processed deliveries (feeds/retention.py).
+        indexes = [models.Index(fields=["provider", "received_at"], name="webhook_delivery_received")]
         verbose_name_plural = "webhook deliveries"
+
+
+class RetentionRun(models.Model):
+    """What one retention run did (feeds/retention.py), for the admin's retention page. The newest
+    few hundred are kept; dry runs are not recorded (they change nothing)."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    origin = models.CharField(max_length=64, help_text="command, or worker:<provider>.")
+    provider = models.CharField(max_length=32, blank=True, help_text="Whose rows; blank: everyone's.")
+    ok = models.BooleanField(default=True)
+    summary = models.JSONField(default=dict, help_text="Per step: cutoff, rows deleted and written, batches.")
+
+    class Meta:
+        ordering = ["-started_at"]
+        verbose_name_plural = "retention: policy and runs"
+
+    def __str__(self) -> str:
+        return f"{self.origin} at {self.started_at:%Y-%m-%d %H:%M}"

@@ -28,6 +28,7 @@ from .lease import Lease, LeaseLost
 from .models import FeedStatus, Instrument, ProviderAccount
 from .pipeline import Pipeline, StoreUnavailable
 from .providers import FEEDS
+from .retention import retention_loop
 from .standby import Handover, StatusSwitch
 from .status import FeedStatusReporter, MemoryStatus
 from .store import events_store
@@ -176,7 +177,9 @@ async def _consume(provider: str, account: ProviderAccount, feed, feed_task: asy
                    status: FeedStatusReporter, lease: Lease, *, helpers: list[asyncio.Task],
                    stop: asyncio.Event) -> int | None:
     pipeline_task = asyncio.create_task(pipeline.run(), name=f"{provider}-pipeline")
-    helpers = [*helpers, asyncio.create_task(status.run(), name=f"{provider}-status")]
+    helpers = [*helpers, asyncio.create_task(status.run(), name=f"{provider}-status"),
+               # Only the holder prunes its provider's old rows (feeds/retention.py): one run per account.
+               asyncio.create_task(retention_loop(provider=provider), name=f"{provider}-retention")]
     stop_task = asyncio.create_task(stop.wait())
     kept = asyncio.create_task(lease.keep(), name=f"{provider}-lease")
     log.info("%s: feed consuming from %s", provider, account.endpoint)

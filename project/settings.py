@@ -359,3 +359,31 @@ METRICS_PORT = int(os.environ["METRICS_PORT"]) if os.environ.get("METRICS_PORT")
 METRICS_BIND = os.environ.get("METRICS_BIND", "127.0.0.1")
 # /readyz: how long the database and the channel layer each get to answer.
 READYZ_TIMEOUT_SECONDS = float(os.environ.get("READYZ_TIMEOUT_SECONDS", "1"))
+
+# Retention (feeds/retention_policy.py gives each default its reason): ages in days, 0 keeps for ever.
+# Applied by `manage.py retention` (a daily timer) and by the feed workers every
+# RETENTION_WORKER_INTERVAL_SECONDS (0: never), in transactions of at most RETENTION_BATCH_ROWS rows.
+RETENTION_CROWD_MENTION_DAYS = os.environ.get("RETENTION_CROWD_MENTION_DAYS", "7")  # raw mentions: deleted
+RETENTION_SENTIMENT_HOURLY_AFTER_DAYS = os.environ.get("RETENTION_SENTIMENT_HOURLY_AFTER_DAYS", "30")
+RETENTION_SENTIMENT_DAILY_AFTER_DAYS = os.environ.get("RETENTION_SENTIMENT_DAILY_AFTER_DAYS", "365")
+RETENTION_SECOND_BARS_DAYS = os.environ.get("RETENTION_SECOND_BARS_DAYS", "7")  # 1s bars -> 1m
+RETENTION_MINUTE_BARS_DAYS = os.environ.get("RETENTION_MINUTE_BARS_DAYS", "30")  # 1m..30m bars -> 1h
+RETENTION_HOUR_BARS_DAYS = os.environ.get("RETENTION_HOUR_BARS_DAYS", "365")  # 1h..12h bars -> 1D
+RETENTION_NEWS_DAYS = os.environ.get("RETENTION_NEWS_DAYS", "730")
+RETENTION_ALERT_DAYS = os.environ.get("RETENTION_ALERT_DAYS", "730")
+RETENTION_WEBHOOK_DELIVERY_DAYS = os.environ.get("RETENTION_WEBHOOK_DELIVERY_DAYS", "90")
+RETENTION_BATCH_ROWS = int(os.environ.get("RETENTION_BATCH_ROWS", "10000"))
+RETENTION_WORKER_INTERVAL_SECONDS = float(os.environ.get("RETENTION_WORKER_INTERVAL_SECONDS", "3600"))
+
+
+def _check_retention_policy() -> None:
+    """A malformed policy stops every process at start, not the first run hours later."""
+    from feeds.retention_policy import PolicyError, policy_from_settings  # pure: imports nothing of Django's
+
+    try:
+        policy_from_settings(globals())
+    except PolicyError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+
+
+_check_retention_policy()

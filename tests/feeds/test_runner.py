@@ -130,3 +130,29 @@ async def test_a_crashed_feed_ends_the_worker_with_code_1_after_storing_what_it_
     assert await asyncio.wait_for(run_feed("stocknews", stop=asyncio.Event()), 15) == 1
     assert await sync_to_async(lambda: list(NewsItem.objects.values_list("external_id", flat=True)))() == ["last"]
     assert (await sync_to_async(FeedStatus.objects.get)()).state == "stopped"
+
+
+async def test_the_lease_holder_applies_the_retention_policy_to_its_provider(settings):
+    """Old rows of the worker's own provider go when it starts consuming (then hourly); others stay."""
+    from datetime import datetime, timedelta, timezone
+
+    settings.RETENTION_NEWS_DAYS = "730"
+    old = datetime.now(timezone.utc) - timedelta(days=800)
+
+    def seed():
+        aapl = setup("ws://127.0.0.1:9/ws")  # nothing listens: the link backs off, the holder still prunes
+        for provider in ("stocknews", "knowsis"):
+            NewsItem.objects.create(instrument=aapl, provider=provider, external_id=f"old-{provider}", headline="x",
+                                    published_at=old, received_at=old)
+
+    await sync_to_async(seed)()
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_feed("stocknews", stop=stop))
+    try:
+        async with asyncio.timeout(20):
+            while await sync_to_async(NewsItem.objects.filter(provider="stocknews").exists)():
+                await asyncio.sleep(0.05)
+        assert await sync_to_async(NewsItem.objects.filter(provider="knowsis").exists)()
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 10)
