@@ -98,8 +98,13 @@ end
 
 # KEYS: per sequenced item, its position hash and its history stream.
 # ARGV: maxlen, ttl ms, epoch candidate, then per item: channel, stream, key, body, mode
-# (mode "s" sequenced, "t" text, "c" control; unsequenced items have no KEYS).
+# (mode "s" sequenced, "t" text, "c" control; unsequenced items have no KEYS). The last KEY names
+# the batch: redis-py re-sends a command whose connection broke before the reply, and a script
+# that ran already must not number and publish the batch again, so it answers what it did.
 _PUBLISH = _POSITION + """
+local batch = KEYS[#KEYS]
+local done = redis.call('GET', batch)
+if done then return cjson.decode(done) end
 local maxlen, ttl, candidate = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local seqs, k = {}, 1
 for i = 4, #ARGV, 5 do
@@ -121,6 +126,7 @@ for i = 4, #ARGV, 5 do
     seqs[#seqs + 1] = 0
   end
 end
+redis.call('SET', batch, cjson.encode(seqs), 'PX', 60000)
 return seqs
 """
 
@@ -189,6 +195,7 @@ class RedisLive:
             if mode == "s":
                 keys += self._keys(item.stream)
             argv += [self.channel(item.stream), item.stream, item.key, item.body, mode]
+        keys.append(f"{self.prefix}:live-batch:{secrets.token_hex(12)}")
         return await _publish_script(self._clients.get(), keys, argv)
 
     async def read(self, streams: list[str], since: dict[str, Position]) -> dict[str, Recovery]:

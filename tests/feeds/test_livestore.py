@@ -178,3 +178,42 @@ async def test_positions_keep_their_epoch_on_the_server_that_wrote_them_across_r
         await live.publish([Outgoing("instrument.3", body(2))])
         assert (await live.read(["instrument.3"], {}))["instrument.3"].position.epoch == epoch
     assert (await live.read(["instrument.3"], {}))["instrument.3"].position.seq == 4
+
+
+@pytest.mark.asyncio
+async def test_a_batch_sent_again_after_its_reply_was_lost_is_numbered_and_published_once(monkeypatch):
+    """redis-py re-sends a command whose connection broke before the reply came (our Retry policy):
+    the script may have run. The same batch sent twice must not become two events for browsers."""
+    from feeds import livestore
+
+    live = redis_live()
+    sent = []
+    real = livestore._publish_script
+
+    async def twice(client, keys, args):  # what a retry after a lost reply does: the same command again
+        sent.append((keys, args))
+        first = await real(client, keys, args)
+        assert await real(client, keys, args) == first
+        return first
+
+    subscriber = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+    pubsub = subscriber.pubsub()
+    await pubsub.subscribe(live.channel("instrument.7"))
+    try:
+        monkeypatch.setattr(livestore, "_publish_script", twice)
+        assert await live.publish([Outgoing("instrument.7", body(1)), Outgoing("instrument.7", body(2))]) == [1, 2]
+        monkeypatch.setattr(livestore, "_publish_script", real)
+        assert await live.publish([Outgoing("instrument.7", body(3))]) == [3]
+        messages = []
+        async with asyncio.timeout(5):
+            while len(messages) < 3:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message:
+                    messages.append(message["data"].split(b" ", 1)[0])
+        assert messages == [b"1", b"2", b"3"]
+        assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
+        history = (await live.read(["instrument.7"], {"instrument.7": Position("x", 0)}))["instrument.7"]
+        assert history.position.seq == 3
+    finally:
+        await pubsub.aclose()
+        await subscriber.aclose()
