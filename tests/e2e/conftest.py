@@ -58,6 +58,9 @@ class Stack:
     sim_ports: dict[str, int] = field(default_factory=dict)
     control_token: str = field(default_factory=lambda: secrets.token_hex(8))
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # One client for every control call: a new one per call builds an SSL context (~30 ms of CPU),
+    # 6 s of a 200-quote burst on a 2-core machine.
+    control_client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=5), repr=False)
 
     def manage(self, *args: str) -> str:
         result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
@@ -65,12 +68,12 @@ class Stack:
         assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
         return result.stdout
 
-    def start(self, name: str, *args: str) -> subprocess.Popen:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         # Appended, not truncated: a restarted process (Daphne) keeps its earlier run's lines for
         # the teardown check.
         log = open(self.tmp / f"{name}.log", "a")
-        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=subprocess.PIPE if name.startswith("sim-") else log,
-                                stderr=log, text=True)
+        proc = subprocess.Popen(args, cwd=ROOT, env={**self.env, **(env or {})},
+                                stdout=subprocess.PIPE if name.startswith("sim-") else log, stderr=log, text=True)
         self.processes[name] = proc
         return proc
 
@@ -78,8 +81,8 @@ class Stack:
         return (self.tmp / f"{name}.log").read_text()
 
     def control(self, action: str, sim: str = "stocknews", **params: str) -> dict:
-        response = httpx.get(f"http://127.0.0.1:{self.sim_ports[sim]}/control/{action}",
-                             params={**params, "token": self.control_token}, timeout=5)
+        response = self.control_client.get(f"http://127.0.0.1:{self.sim_ports[sim]}/control/{action}",
+                                           params={**params, "token": self.control_token})
         response.raise_for_status()
         return response.json()
 
@@ -105,9 +108,10 @@ class Stack:
         return bool(self.query("SELECT 1 FROM feeds_newsitem WHERE external_id = %s", external_id))
 
     def application_exceptions(self) -> list[str]:
-        """Daphne's `Exception inside application` lines, each with the traceback's last line."""
-        path = self.tmp / "daphne.log"
-        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        """Every Daphne's (daphne.log, daphne-2.log, ...) `Exception inside application` lines, each
+        with the traceback's last line."""
+        lines = [line for path in sorted(self.tmp.glob("daphne*.log"))
+                 for line in path.read_text(errors="replace").splitlines()]
         found = []
         for index, line in enumerate(lines):
             if "Exception inside application" in line:
@@ -117,33 +121,53 @@ class Stack:
                 found.append(f"{line}\n    -> {last}" if last else line)
         return found
 
-    def login(self, username: str) -> httpx.Client:
-        client = httpx.Client(base_url=self.base_url, timeout=10)
+    def fail_on_application_exceptions(self) -> None:
+        exceptions = self.application_exceptions()
+        if exceptions:
+            pytest.fail(f"Daphne logged {len(exceptions)} 'Exception inside application' "
+                        f"(full logs: {self.tmp}/daphne*.log):\n" + "\n".join(exceptions), pytrace=False)
+
+    def login(self, username: str, base_url: str = "") -> httpx.Client:
+        """A client logged in as `username` on the server at `base_url` (default: the stack's Daphne)."""
+        base_url = base_url or self.base_url
+        client = httpx.Client(base_url=base_url, timeout=10)
         page = client.get("/login/")
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-        response = client.post("/login/", data={"username": username, "password": PASSWORD,
-                                                "csrfmiddlewaretoken": token}, headers={"Referer": f"{self.base_url}/login/"})
+        response = client.post("/login/", data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token},
+                               headers={"Referer": f"{base_url}/login/"})
         assert response.status_code == 302, f"login failed for {username}: {response.status_code}"
         return client
 
-    def start_daphne(self) -> None:
-        self.start("daphne", sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.web_port),
-                   "project.asgi:application")
-        self.base_url = f"http://127.0.0.1:{self.web_port}"
+    def start_daphne(self, name: str = "daphne", port: int = 0, *, wait: bool = True, **env: str) -> str:
+        """Start a Daphne process and return its base URL. The stack's own is "daphne" on `web_port`
+        (its URL becomes `base_url`); more servers on the same database and Redis prefix take their
+        own name ("daphne-2": its log is part of the teardown check), port and, when the stack
+        exports metrics, METRICS_PORT in `env`. `wait=False` returns at once (start several servers
+        side by side, then `wait_healthy` each)."""
+        port = port or self.web_port
+        self.start(name, sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                   "project.asgi:application", env=env)
+        base_url = f"http://127.0.0.1:{port}"
+        if name == "daphne":
+            self.base_url = base_url
+        if wait:
+            self.wait_healthy(base_url)
+        return base_url
 
+    def wait_healthy(self, base_url: str) -> None:
         def healthy() -> bool:
             try:
-                return httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
+                return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
         # Generous: on a loaded 2-core CI machine Django's import alone has taken over 20 s.
-        wait_until(healthy, timeout=60, what="daphne to answer /healthz")
+        wait_until(healthy, timeout=60, what=f"daphne at {base_url} to answer /healthz")
 
-    def stop_daphne(self) -> None:
+    def stop_daphne(self, name: str = "daphne") -> None:
         """The server goes away. Daphne drains open sockets on SIGTERM; if that takes long, it
         is killed, which is the harder case for clients anyway."""
-        daphne = self.processes.pop("daphne")
+        daphne = self.processes.pop(name)
         daphne.send_signal(signal.SIGTERM)
         try:
             daphne.wait(timeout=5)
@@ -160,6 +184,7 @@ class Stack:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self.control_client.close()
 
 
 @pytest.fixture(scope="module")
@@ -168,14 +193,15 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         yield from _stack(tmp_path_factory.mktemp("stack"), database_url)
 
 
-def _stack(tmp: Path, database_url: str) -> Iterator[Stack]:
-    web_port = free_port()
-    env = {
+def stack_env(database_url: str, prefix: str = "twstack") -> dict[str, str]:
+    """The environment every process of one stack shares: production settings on loopback, the
+    stack's database, and a Redis key prefix of its own."""
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "project.settings",
         "DATABASE_URL": database_url,
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        "CHANNEL_LAYER_PREFIX": f"twstack-{uuid.uuid4().hex[:8]}",
+        "CHANNEL_LAYER_PREFIX": f"{prefix}-{uuid.uuid4().hex[:8]}",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "DEBUG": "0",
         "HTTPS": "0",  # loopback without TLS; production terminates TLS in front of Daphne
@@ -184,7 +210,11 @@ def _stack(tmp: Path, database_url: str) -> Iterator[Stack]:
         "FEEDS_WATCH_POLL_SECONDS": "0.5",
         "PYTHONUNBUFFERED": "1",
     }
-    stack = Stack(env=env, tmp=tmp, database_url=database_url)
+
+
+def _stack(tmp: Path, database_url: str) -> Iterator[Stack]:
+    web_port = free_port()
+    stack = Stack(env=stack_env(database_url), tmp=tmp, database_url=database_url)
     try:
         stack.manage("migrate", "--noinput")
         stack.manage("seed_demo")
@@ -222,7 +252,4 @@ def _stack(tmp: Path, database_url: str) -> Iterator[Stack]:
     finally:
         stack.stop()
     # After the processes stopped, so the log is complete; not when set-up failed (its error says more).
-    exceptions = stack.application_exceptions()
-    if exceptions:
-        pytest.fail(f"Daphne logged {len(exceptions)} 'Exception inside application' "
-                    f"(full log: {tmp / 'daphne.log'}):\n" + "\n".join(exceptions), pytrace=False)
+    stack.fail_on_application_exceptions()
