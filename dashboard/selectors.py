@@ -9,7 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Prefetch
 
 from feeds.groups import team_audience, user_audience
-from feeds.selectors import BOARD_ALERT_KEYS, alert_messages_for, market_snapshot_for_instruments
+from feeds.selectors import BOARD_ALERT_KEYS, alert_messages_for, instrument_detail, market_snapshot_for_instruments
 
 from .models import Membership, Watchlist, WatchlistItem
 
@@ -65,6 +65,41 @@ def instrument_get_for_user(*, user: AbstractBaseUser | AnonymousUser, instrumen
 
     teams = team_ids_for_user(user=user)
     return Instrument.objects.filter(pk=instrument_id, watchlist_items__watchlist__team_id__in=teams).first()
+
+
+def instrument_detail_for_user(*, user: AbstractBaseUser | AnonymousUser, instrument_id: int) -> dict | None:
+    """What the instrument page draws, for this user (None: not on their teams' watchlists, or no
+    such instrument). Its alert timeline holds the instrument's provider-wide alerts and those for
+    the user's teams and the user, never another team's or user's. Seven queries: the memberships
+    (read once, for both the authorisation and the audiences), the instrument, and
+    feeds.selectors.instrument_detail's five."""
+    from feeds.models import Instrument
+
+    teams = team_ids_for_user(user=user)
+    instrument = (Instrument.objects.filter(pk=instrument_id, watchlist_items__watchlist__team_id__in=teams)
+                  .values("pk", "symbol", "name").first())
+    if instrument is None:
+        return None
+    detail = instrument_detail(instrument_id=instrument["pk"], audiences=_audiences(user=user, team_ids=teams))
+    return {"instrument": {"id": instrument["pk"], "symbol": instrument["symbol"], "name": instrument["name"]}, **detail}
+
+
+def instrument_history_for_user(*, user: AbstractBaseUser | AnonymousUser, instrument_id: int, interval: str,
+                                before, limit: int) -> dict | None:
+    """A page of the instrument's stored history (feeds.history.history_page) for this user, with
+    the same authorisation and alert audiences as the instrument page; None when refused. Seven
+    queries: the memberships, the instrument, and the page's five."""
+    from feeds.history import history_page
+    from feeds.models import Instrument
+
+    teams = team_ids_for_user(user=user)
+    instrument = (Instrument.objects.filter(pk=instrument_id, watchlist_items__watchlist__team_id__in=teams)
+                  .values("pk", "symbol").first())
+    if instrument is None:
+        return None
+    page = history_page(instrument_id=instrument["pk"], interval=interval, before=before, limit=limit,
+                        audiences=_audiences(user=user, team_ids=teams))
+    return {"instrument": {"id": instrument["pk"], "symbol": instrument["symbol"]}, **page}
 
 
 def instrument_ids_visible_to_user(*, user: AbstractBaseUser | AnonymousUser) -> set[int]:
@@ -146,15 +181,49 @@ def session_user_get(*, session_key: str | None, user_id: int):
 
 
 def instrument_search(*, query: str, limit: int = 20) -> list[dict]:
-    """Instruments whose symbol starts with, or whose name contains, `query`."""
-    from django.db.models import Q
+    """Instruments whose symbol, name or a word of the name starts with `query`, in any case: the
+    exact symbol first, then symbols, then names that start with it, then the other name matches;
+    each group by symbol. One query.
+
+    Prefixes rather than "contains" so that every condition can use an index on PostgreSQL (feeds
+    migration 0010): symbol and name as `UPPER(x) COLLATE "C" LIKE 'Q%'` (in the C collation a
+    btree serves a prefix, whatever the database's own collation), name words through a `simple`
+    full-text vector ("chase" finds JPMorgan Chase & Co.). SQLite has no such indexes and scans; a
+    name word there is one after a space. One letter matches symbols and names that start with it,
+    not every name with a word that does (a third of the table, and no help in choosing).
+    bench/search.py times both databases at 10,000 instruments.
+    """
+    import re
+
+    from django.contrib.postgres.search import SearchQuery, SearchVector
+    from django.db import connection
+    from django.db.models import Case, Q, Value, When
+    from django.db.models.functions import Collate, Upper
 
     from feeds.models import Instrument
 
-    query = query.strip()[:40]
-    if not query:
+    typed = " ".join(query.split())[:40]
+    text = typed.upper()
+    if not text:
         return []
-    rows = Instrument.objects.filter(Q(symbol__istartswith=query) | Q(name__icontains=query)).order_by("symbol")[:limit]
+    if connection.vendor == "postgresql":  # the expressions migration 0010 indexed
+        rows = Instrument.objects.alias(usymbol=Collate(Upper("symbol"), "C"), uname=Collate(Upper("name"), "C"))
+        symbol, name, needle = "usymbol", "uname", text
+    else:  # SQLite's LIKE ignores ASCII case by itself (only that: "é" is not "É"), so no UPPER() per row
+        rows, symbol, name, needle = Instrument.objects.all(), "symbol", "name", typed
+    conditions = Q(**{f"{symbol}__startswith": needle}) | Q(**{f"{name}__startswith": needle})
+    # Only letters and digits reach the raw tsquery, so a query cannot smuggle in its operators.
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    postgres = connection.vendor == "postgresql"
+    if len(text) > 1 and words and postgres:
+        rows = rows.alias(name_words=SearchVector("name", config="simple"))
+        prefixes = " & ".join(f"{word}:*" for word in words)
+        conditions |= Q(name_words=SearchQuery(prefixes, config="simple", search_type="raw"))
+    elif len(text) > 1 and not postgres:
+        conditions |= Q(**{f"{name}__contains": " " + needle})
+    rank = Case(When(**{symbol: text}, then=Value(0)), When(**{f"{symbol}__startswith": needle}, then=Value(1)),
+                When(**{f"{name}__startswith": needle}, then=Value(2)), default=Value(3))
+    rows = rows.filter(conditions).alias(rank=rank).order_by("rank", "symbol")[:limit]
     return [{"id": i.pk, "symbol": i.symbol, "name": i.name, "exchange": i.exchange} for i in rows]
 
 

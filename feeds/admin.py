@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from django import forms
-from django.contrib import admin
+import hashlib
 
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
+
+from .catalogue import COLUMNS, MAX_BYTES, instrument_catalogue_import
 from .models import (
     SECRET_FIELDS,
     Alert,
@@ -21,11 +29,63 @@ from .models import (
 from .retention import retention_policy
 from .retention_policy import PolicyError
 
+CATALOGUE_SESSION_KEY = "feeds_catalogue_preview"
+
+
+class CatalogueUploadForm(forms.Form):
+    file = forms.FileField(help_text=f"CSV, UTF-8, at most {MAX_BYTES // (1024 * 1024)} MiB. Header: {','.join(COLUMNS)}")
+
 
 @admin.register(Instrument)
 class InstrumentAdmin(admin.ModelAdmin):
     list_display = ["symbol", "name", "exchange", "insightsentry_code", "knowsis_channel", "stocktwits_symbol", "stocknews_ticker"]
     search_fields = ["symbol", "name"]
+    change_list_template = "admin/feeds/instrument/change_list.html"
+
+    def changelist_view(self, request, extra_context=None):
+        can_import = self.has_add_permission(request) and self.has_change_permission(request)
+        return super().changelist_view(request, extra_context={"can_import": can_import, **(extra_context or {})})
+
+    def get_urls(self):
+        return [path("import/", self.admin_site.admin_view(self.import_view), name="feeds_instrument_import"),
+                *super().get_urls()]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload, preview (a dry run: what would be created, updated, or every bad line), then apply.
+
+        The previewed file waits in the session (stored sessions are shared by every server) under
+        its digest, so "Apply" imports exactly the file that was previewed, without a second upload;
+        the import checks it whole again, as anything may have changed in between."""
+        if not (self.has_add_permission(request) and self.has_change_permission(request)):
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Import instruments",
+                   "columns": COLUMNS}
+        form = CatalogueUploadForm()
+        if request.method == "POST" and "apply" in request.POST:
+            pending = request.session.pop(CATALOGUE_SESSION_KEY, None) or {}
+            if not pending or pending.get("digest") != request.POST.get("digest"):
+                messages.error(request, "That preview is no longer waiting (applied, or replaced by another): upload the file again.")
+            else:
+                result = instrument_catalogue_import(data=pending["text"].encode())
+                level = messages.ERROR if result.errors else messages.SUCCESS
+                messages.add_message(request, level, f"Import of {pending['name']}: {result.summary()}")
+                for error in result.errors[:50]:
+                    messages.error(request, str(error))
+                return redirect("admin:feeds_instrument_changelist")
+        elif request.method == "POST":
+            form = CatalogueUploadForm(request.POST, request.FILES)
+            if form.is_valid():
+                upload = form.cleaned_data["file"]
+                data = upload.read(MAX_BYTES + 1)
+                preview = instrument_catalogue_import(data=data, dry_run=True)
+                context.update(preview=preview, file_name=upload.name)
+                if preview.created or preview.updated:  # something to apply (and so no errors)
+                    digest = hashlib.sha256(data).hexdigest()
+                    request.session[CATALOGUE_SESSION_KEY] = {"digest": digest, "name": upload.name,
+                                                              "text": data.decode("utf-8-sig")}
+                    context["digest"] = digest
+        context["form"] = form
+        return TemplateResponse(request, "admin/feeds/instrument/import.html", context)
 
 
 class ProviderAccountForm(forms.ModelForm):

@@ -6,7 +6,10 @@ reconnect overlap, a webhook retry) is absorbed by the database rather than stor
 
 from __future__ import annotations
 
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector
 from django.db import models
+from django.db.models.functions import Collate, Upper
 
 from .crypto import EncryptedTextField
 from .logging import mask_webhook_path
@@ -32,6 +35,14 @@ class Instrument(models.Model):
 
     class Meta:
         ordering = ["symbol"]
+        # The board's add box (dashboard.selectors.instrument_search) on PostgreSQL: a prefix of the
+        # symbol or of the name in any case, and a prefix of any word of the name. Built only there
+        # (migration 0010); SQLite cannot use an index for these and scans the table instead.
+        indexes = [
+            models.Index(Collate(Upper("symbol"), "C"), name="instrument_symbol_prefix"),
+            models.Index(Collate(Upper("name"), "C"), name="instrument_name_prefix"),
+            GinIndex(SearchVector("name", config="simple"), name="instrument_name_words"),
+        ]
 
     def __str__(self) -> str:
         return self.symbol

@@ -225,9 +225,15 @@ ALERT_FIELDS = ("provider", "external_id", "instrument_id", "triggered_at", "lev
 def alert_messages_for(*, instrument_ids: Iterable[int], audiences: Iterable[str], limit: int = 30) -> list[dict]:
     """The newest alerts about these instruments or for these audiences, revoked ones included
     (marked `revoked`), shaped like live alert events. One query."""
+    return _alert_messages(
+        Alert.objects.filter(Q(instrument_id__in=set(instrument_ids), audience="") | Q(audience__in=set(audiences))),
+        limit=limit)
+
+
+def _alert_messages(alerts: QuerySet, *, limit: int) -> list[dict]:
+    """The newest `limit` of `alerts` as live alert events (plus `revoked`). One query."""
     codes = {f"code_{provider}": F(f"instrument__{field}") for provider, field in PROVIDER_CODE_FIELD.items()}
-    rows = (Alert.objects.filter(Q(instrument_id__in=set(instrument_ids), audience="") | Q(audience__in=set(audiences)))
-            .order_by("-triggered_at", "-id").values(*ALERT_FIELDS, symbol=F("instrument__symbol"), **codes)[:limit])
+    rows = alerts.order_by("-triggered_at", "-id").values(*ALERT_FIELDS, symbol=F("instrument__symbol"), **codes)[:limit]
     return [
         {**_event_message(ev.Alert, {**a, "code": a.get(f"code_{a['provider']}") or "", "symbol": a["symbol"] or "",
                                      "received_at": a["triggered_at"]}),
@@ -239,10 +245,16 @@ def alert_messages_for(*, instrument_ids: Iterable[int], audiences: Iterable[str
 SAMPLE_FIELDS = ("provider", "external_id", "ts", "score", "scale", "raw_score", "volume")
 
 
-def instrument_detail(*, instrument_id: int, bars: int = 390, samples: int = 500, news: int = 50) -> dict:
+def instrument_detail(*, instrument_id: int, audiences: Iterable[str] = (), bars: int = 390, samples: int = 500,
+                      news: int = 50) -> dict:
     """What the instrument page draws: bars (the interval of the newest), each provider's sentiment
-    series on its own scale, the latest news, and every alert (revoked ones marked). Five queries
-    whatever the data; each reads about what it returns."""
+    series on its own scale, the latest news, and the alert timeline (revoked ones marked). Five
+    queries whatever the data; each reads about what it returns.
+
+    The timeline holds this instrument's provider-wide alerts and those addressed to `audiences`
+    (the viewer's teams and the viewer: dashboard.selectors.audiences_for_user), never another
+    audience's: the rule feeds.broadcast.event_stream applies to live alerts, so the snapshot and the
+    live events agree."""
     instrument = Instrument.objects.filter(pk=instrument_id).values("symbol", *PROVIDER_CODE_FIELD.values()).first()
     if instrument is None:
         return {"bars": [], "sentiment": {}, "news": [], "alerts": []}
@@ -276,7 +288,8 @@ def instrument_detail(*, instrument_id: int, bars: int = 390, samples: int = 500
             for provider, rows in series.items()
         },
         "news": [_news_message(n) for n in items],
-        "alerts": alert_messages_for(instrument_ids=[instrument_id], audiences=[], limit=100),
+        "alerts": _alert_messages(Alert.objects.filter(Q(audience="") | Q(audience__in=set(audiences)),
+                                                       instrument_id=instrument_id), limit=100),
     }
 
 
