@@ -9,6 +9,8 @@ fires once per cool-down, per instrument), and turns firings into stored, publis
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,7 +23,7 @@ from feeds.store import events_store
 
 from .models import AlertRule, RuleKind
 
-__all__ = ["RuleSpec", "rule_fires", "cooled_down", "alert_rules_evaluate"]
+__all__ = ["RuleSpec", "rule_fires", "cooled_down", "rule_alert_id", "alert_rules_evaluate"]
 
 VOLUME_WINDOW = 20  # samples that make "the recent average" conversation volume
 
@@ -65,6 +67,22 @@ def rule_fires(rule: RuleSpec, event: ev.Event, *, previous_price: float | None 
 
 def cooled_down(last_fired: datetime | None, now: datetime, cooldown_seconds: int) -> bool:
     return last_fired is None or now - last_fired >= timedelta(seconds=cooldown_seconds)
+
+
+def rule_alert_id(*, rule_id: int, event: ev.Event) -> str:
+    """The external id of the alert `rule_id` raises on `event`: the rule, the instrument and a
+    digest of the triggering event as the provider sent it (every field but when we received it).
+
+    Not a time: two firings within one second (a zero cool-down) are two alerts, however coarse
+    the provider's or our clock. Not a counter: a replay of the same event (a worker that took over
+    the lease, a resent frame, a quote upserted again) yields the same id, so the store's unique
+    (provider, external_id) keeps one alert and nothing is published twice. Not `dedupe_key()`
+    alone: a quote's is its timestamp, and a provider stamping whole seconds would merge two
+    different prices within one second again."""
+    message = event.to_message()
+    message.pop("received_at", None)
+    digest = hashlib.sha256(json.dumps(message, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+    return f"rule-{rule_id}-{event.instrument_id}-{event.kind}-{digest}"
 
 
 # Last price seen per instrument, in this worker process: a crossing needs the value before.
@@ -113,7 +131,7 @@ def alert_rules_evaluate(*, events: list[ev.Event]) -> list[ev.Event]:
             AlertRule.objects.filter(pk=rule.pk).update(last_fired=rule.last_fired)
             fired.append(ev.Alert(
                 provider="rules", code=event.code, received_at=now, instrument_id=event.instrument_id,
-                symbol=event.symbol, external_id=f"rule-{rule.pk}-{event.instrument_id}-{now.timestamp():.0f}",
+                symbol=event.symbol, external_id=rule_alert_id(rule_id=rule.pk, event=event),
                 triggered_at=now, level="rule", headline=f"{event.symbol}: {why}", description=str(rule),
                 audience=user_audience(rule.owner_id) if rule.owner_id else team_audience(rule.team_id),
             ))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 
+from feeds.crypto import EncryptedTextField
 from feeds.models import Instrument
 
 
@@ -149,3 +152,108 @@ class AlertRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.threshold:g}"
+
+
+# --- Alert destinations and their delivery outbox (dashboard/destinations.py, delivery.py) ---------------
+
+class DestinationKind(models.TextChoices):
+    SLACK = "slack", "Slack incoming webhook"
+    TEAMS = "teams", "Microsoft Teams workflow webhook"
+    EMAIL = "email", "E-mail"
+    WEBHOOK = "webhook", "Webhook (Standard Webhooks, signed)"
+
+
+class KnowsisCredibility(models.TextChoices):
+    OFF = "", "No Knowsis alerts"
+    ANY = "unknown", "Any credibility"
+    MEDIUM = "medium", "Medium and high"
+    HIGH = "high", "High only"
+
+
+class TrendLevel(models.TextChoices):
+    OFF = "", "No TrendSpottr alerts"
+    ELEVATED = "Elevated", "Elevated and up"
+    HIGH = "High", "High and up"
+    EXTREME = "Extreme", "Extreme only"
+
+
+class AlertDestination(models.Model):
+    """Where a team's (owners manage) or one user's alerts are sent. The URL or address and the
+    webhook secrets are encrypted at rest and never rendered again after saving: `target_hint` is
+    what pages and the admin show. Rule alerts go to the destinations their rule chose (`rules`);
+    provider alerts by this destination's own level filters."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True, related_name="alert_destinations")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True,
+                             related_name="alert_destinations")
+    kind = models.CharField(max_length=8, choices=DestinationKind.choices)
+    name = models.CharField(max_length=120)
+    target = EncryptedTextField(help_text="Webhook URL or e-mail address (encrypted; never shown again).")
+    target_hint = models.CharField(max_length=200, blank=True, help_text="The target, masked, for display.")
+    # Standard Webhooks: `whsec_` + base64 key. During a rotation the previous key signs too until
+    # `previous_secret_until`, so a receiver can switch keys without rejecting a delivery.
+    secret = EncryptedTextField(blank=True)
+    previous_secret = EncryptedTextField(blank=True)
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
+    knowsis_min_credibility = models.CharField(max_length=8, choices=KnowsisCredibility.choices, blank=True)
+    trendspottr_min_level = models.CharField(max_length=8, choices=TrendLevel.choices, blank=True)
+    rules = models.ManyToManyField(AlertRule, blank=True, related_name="destinations",
+                                   help_text="Rules whose alerts come here.")
+    enabled = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=200, blank=True, help_text="Why delivery stopped (e.g. 410 Gone).")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(
+            condition=(models.Q(team__isnull=False, user__isnull=True) | models.Q(team__isnull=True, user__isnull=False)),
+            name="destination_has_one_owner")]
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+    def __repr__(self) -> str:  # never the target nor the secrets
+        return f"<AlertDestination {self.pk} {self.kind}>"
+
+
+class DeliveryKind(models.TextChoices):
+    FIRE = "fire"
+    REVOKE = "revoke", "revoke (follow-up)"
+
+
+class OutboxState(models.TextChoices):
+    PENDING = "pending"
+    SENDING = "sending"  # claimed by a worker until next_attempt_at; then due again (the worker died)
+    DELIVERED = "delivered"
+    DEAD = "dead"  # gave up: the admin's "re-send" puts it back to pending
+
+
+class AlertDelivery(models.Model):
+    """One alert (or its revocation) for one destination: the durable outbox row. Unique per
+    (alert, destination, kind), so enqueueing an alert twice is harmless; `uid` is the
+    `webhook-id` receivers deduplicate by, the same on every attempt."""
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    alert = models.ForeignKey("feeds.Alert", on_delete=models.CASCADE, related_name="destination_deliveries")
+    destination = models.ForeignKey(AlertDestination, on_delete=models.CASCADE, related_name="deliveries")
+    kind = models.CharField(max_length=8, choices=DeliveryKind.choices, default=DeliveryKind.FIRE)
+    state = models.CharField(max_length=10, choices=OutboxState.choices, default=OutboxState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+    next_attempt_at = models.DateTimeField()
+    retry_until = models.DateTimeField(help_text="Past this, a failed attempt is the last (dead letter).")
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Last HTTP status.")
+    last_error = models.CharField(max_length=500, blank=True, help_text="Why the last attempt failed (no secrets).")
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["alert", "destination", "kind"], name="alert_delivery_unique")]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="alert_delivery_due")]
+        verbose_name_plural = "alert deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.kind} of alert {self.alert_id} to destination {self.destination_id}: {self.state}"
+
+    @property
+    def webhook_id(self) -> str:
+        return f"msg_{self.uid.hex}"

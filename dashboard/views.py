@@ -10,13 +10,18 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+import csv
 import logging
+import re
+from datetime import datetime
+from datetime import timezone as dt_timezone
 
 from django.http import Http404
 
 from django.contrib.admin.views.decorators import staff_member_required
 
-from feeds.selectors import feed_status_list, instrument_detail
+from feeds.history import HISTORY_INTERVALS, history_csv_rows
+from feeds.selectors import feed_status_list
 
 import json
 from zoneinfo import available_timezones
@@ -37,6 +42,8 @@ from .selectors import (
     alert_get_for_user,
     alert_inbox_for_user,
     board_snapshot_for_user,
+    instrument_detail_for_user,
+    instrument_history_for_user,
     instrument_get_for_user,
     instrument_search,
     watchlist_get_for_user,
@@ -49,6 +56,19 @@ from .services import (
     watchlist_add_instrument,
     watchlist_remove_instrument,
 )
+
+from django.core.exceptions import ValidationError
+
+from .destinations import (
+    alert_destination_create,
+    alert_destination_delete,
+    alert_destination_get_for_manager,
+    alert_destination_secret_rotate,
+    alert_destination_test_send,
+    alert_destinations_for_user,
+    destination_to_json,
+)
+from .models import AlertDestination, Membership, Role, Team
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +107,7 @@ def instrument_page(request: HttpRequest, instrument_id: int) -> HttpResponse:
     return render(request, "dashboard/instrument.html", {
         "instrument": instrument, "ws_path": "/ws/stream/",
         "detail_url": reverse("instrument-detail", args=[instrument.pk]),
+        "history_url": reverse("instrument-history", args=[instrument.pk]),
     })
 
 
@@ -95,9 +116,51 @@ def instrument_page(request: HttpRequest, instrument_id: int) -> HttpResponse:
 def instrument_data(request: HttpRequest, instrument_id: int) -> JsonResponse:
     if not request.user.is_authenticated:
         return JsonResponse({"error": "not_authenticated"}, status=401)
-    instrument = _instrument_or_404(request, instrument_id)
-    return JsonResponse({"instrument": {"id": instrument.pk, "symbol": instrument.symbol, "name": instrument.name},
-                         **instrument_detail(instrument_id=instrument.pk)})
+    detail = instrument_detail_for_user(user=request.user, instrument_id=instrument_id)
+    if detail is None:  # not on any of the user's watchlists (or no such instrument): same answer
+        log.warning("user %s refused instrument %s", request.user.pk, instrument_id)
+        raise Http404("No such instrument on your watchlists.")
+    return JsonResponse(detail)
+
+
+def _history_params(request: HttpRequest) -> tuple[str, datetime, int] | None:
+    interval = request.GET.get("interval", "1m")
+    try:
+        before = datetime.fromisoformat(request.GET["before"]) if request.GET.get("before") else timezone.now()
+        limit = int(request.GET.get("limit", 300))
+    except ValueError:
+        return None
+    if interval not in HISTORY_INTERVALS or limit < 1:
+        return None
+    return interval, (before if before.tzinfo else before.replace(tzinfo=dt_timezone.utc)), limit
+
+
+@require_GET
+@never_cache
+def instrument_history(request: HttpRequest, instrument_id: int) -> HttpResponse:
+    """?interval=1m|5m|1h|1d&before=<iso>&limit=N[&format=csv]: a page of stored history, older
+    pages by `next_before`. CSV: the same window, as a download."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "not_authenticated"}, status=401)
+    params = _history_params(request)
+    if params is None:
+        return JsonResponse({"error": "interval must be one of 1m, 5m, 1h, 1d; before an ISO time; limit a "
+                                      "positive integer"}, status=400)
+    interval, before, limit = params
+    page = instrument_history_for_user(user=request.user, instrument_id=instrument_id, interval=interval,
+                                       before=before, limit=limit)
+    if page is None:
+        log.warning("user %s refused instrument %s history", request.user.pk, instrument_id)
+        raise Http404("No such instrument on your watchlists.")
+    if request.GET.get("format") != "csv":
+        return JsonResponse(page)
+    # The symbol is ours, but a filename is a header: only safe characters reach it.
+    symbol = re.sub(r"[^A-Za-z0-9._-]", "_", page["instrument"]["symbol"]) or "instrument"
+    stamp = page["before"].replace("-", "").replace(":", "")[:13]
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{symbol}-{interval}-{stamp}.csv"'
+    csv.writer(response).writerows(history_csv_rows(page))
+    return response
 
 
 @require_GET
@@ -256,3 +319,63 @@ def rules_page(request: HttpRequest) -> HttpResponse:
              .filter(Q(owner__isnull=True) | Q(owner=request.user))
              .select_related("team", "owner", "watchlist__team", "instrument"))
     return render(request, "dashboard/rules.html", {"form": form, "rules": rules})
+
+
+# --- Alert destinations (the settings page's section; rules in dashboard/destinations.py) ---------------
+
+def _destinations_payload(user) -> dict:
+    owned = Membership.objects.filter(user=user, role=Role.OWNER).select_related("team")
+    rules = (AlertRule.objects.filter(Q(owner=user) | Q(owner__isnull=True, team_id__in=[m.team_id for m in owned]))
+             .select_related("team"))
+    return {"destinations": [destination_to_json(d) for d in alert_destinations_for_user(user=user)],
+            "teams": [{"id": m.team_id, "name": m.team.name} for m in owned],
+            "rules": [{"id": r.pk, "label": f"{r} ({'mine' if r.owner_id else r.team.name})",
+                       "team": None if r.owner_id else r.team_id} for r in rules]}
+
+
+@require_http_methods(["GET", "POST"])
+def destinations_api(request: HttpRequest) -> JsonResponse:
+    """GET: the destinations this user manages (masked). POST (JSON, CSRF): create one; a webhook's
+    secret is in this answer once and never again."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "not_authenticated"}, status=401)
+    if request.method == "GET":
+        return JsonResponse(_destinations_payload(request.user))
+    try:
+        body = json.loads(request.body or b"{}")
+        team = Team.objects.filter(pk=int(body["team"])).first() if body.get("team") else None
+        if body.get("team") and team is None:
+            raise PermissionDenied("No such team.")
+        made, secret = alert_destination_create(
+            by=request.user, team=team, kind=str(body.get("kind", "")), name=str(body.get("name", "")),
+            target=str(body.get("target", "")), secret=str(body.get("secret", "")),
+            knowsis_min_credibility=str(body.get("knowsis_min_credibility", "")),
+            trendspottr_min_level=str(body.get("trendspottr_min_level", "")),
+            rule_ids=[int(i) for i in body.get("rules", [])])
+    except PermissionDenied as exc:
+        return JsonResponse({"error": str(exc)}, status=403)
+    except (ValueError, TypeError, ValidationError) as exc:
+        message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else "bad request"
+        return JsonResponse({"error": message}, status=400)
+    return JsonResponse({"destination": destination_to_json(made), "secret": secret}, status=201)
+
+
+@require_http_methods(["POST"])
+def destination_action(request: HttpRequest, destination_id: int, action: str) -> JsonResponse:
+    """POST (CSRF) delete | test | rotate one destination the user manages."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "not_authenticated"}, status=401)
+    try:
+        destination = alert_destination_get_for_manager(by=request.user, destination_id=destination_id)
+        if action == "delete":
+            alert_destination_delete(by=request.user, destination=destination)
+            return JsonResponse({"ok": True})
+        if action == "test":
+            return JsonResponse({"result": alert_destination_test_send(by=request.user, destination=destination)})
+        return JsonResponse({"secret": alert_destination_secret_rotate(by=request.user, destination=destination)})
+    except AlertDestination.DoesNotExist:
+        return JsonResponse({"error": "not_found"}, status=404)
+    except PermissionDenied as exc:
+        return JsonResponse({"error": str(exc)}, status=403)
+    except ValidationError as exc:
+        return JsonResponse({"error": "; ".join(exc.messages)}, status=400)

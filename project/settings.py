@@ -337,7 +337,9 @@ LOGGING = {
 # through this dotted path (same mechanism Channels uses for layer backends).
 FEEDS_WATCHED_INSTRUMENTS = "dashboard.selectors.instrument_ids_watched"
 # Called with every batch of new events after it is stored; may return events to publish.
-FEEDS_EVENT_SINKS = ["dashboard.alert_rules.alert_rules_evaluate"]
+# The delivery sink comes after the rules: it sees the alerts they fire, and only inserts outbox
+# rows (dashboard/delivery.py); `manage.py deliver_alerts` sends them.
+FEEDS_EVENT_SINKS = ["dashboard.alert_rules.alert_rules_evaluate", "dashboard.delivery.alert_deliveries_sink"]
 # How often a feed worker re-reads the watched set to follow watchlist changes.
 FEEDS_WATCH_POLL_SECONDS = float(os.environ.get("FEEDS_WATCH_POLL_SECONDS", "3"))
 # A running worker writes its heartbeat about every second; the health page shows its state as
@@ -351,6 +353,22 @@ FEEDS_HEARTBEAT_STALE_SECONDS = float(os.environ.get("FEEDS_HEARTBEAT_STALE_SECO
 FEEDS_LEASE_SECONDS = float(os.environ.get("FEEDS_LEASE_SECONDS", "9"))
 FEEDS_LEASE_POLL_SECONDS = float(os.environ.get("FEEDS_LEASE_POLL_SECONDS", "1"))
 FEEDS_STANDBY_WINDOW_SECONDS = float(os.environ.get("FEEDS_STANDBY_WINDOW_SECONDS", "30"))
+
+# Networks an alert destination (a webhook, Slack or Teams URL) may resolve to besides public
+# addresses, e.g. "10.20.0.0/16" for the team's own internal receivers (dashboard/senders.py).
+# Loopback, private, link-local and reserved addresses are refused unless listed here.
+ALERT_DESTINATION_ALLOWED_NETWORKS = env_list("ALERT_DESTINATION_ALLOWED_NETWORKS")
+# E-mail alert destinations go through Django's e-mail backend (`manage.py deliver_alerts` sends).
+# SMTP by default; EMAIL_BACKEND=django.core.mail.backends.console.EmailBackend prints instead.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)  # STARTTLS (port 587)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)  # implicit TLS (port 465)
+EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", "10"))  # seconds per SMTP step: a dead server ties no worker up
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Tickerwire <alerts@localhost>")
 
 # Prometheus metrics: each process serves its own on METRICS_PORT (unset: none), bound to
 # METRICS_BIND (loopback by default: for the operator's scraper, never for users). Each process

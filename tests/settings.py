@@ -23,6 +23,8 @@ os.environ.setdefault("STATIC_MANIFEST", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 os.environ.setdefault("CHANNEL_LAYER_PREFIX", f"twtest-{uuid.uuid4().hex[:8]}")
+# The loopback receivers of the alert delivery tests (dashboard/senders.py refuses loopback by default).
+os.environ.setdefault("ALERT_DESTINATION_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
 
 from project.settings import *  # noqa: E402,F401,F403
 import dj_database_url  # noqa: E402

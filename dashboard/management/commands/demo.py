@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 
 import daphne.server  # noqa: F401  (installs the asyncio Twisted reactor before anything else)
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from twisted.internet import reactor
 
 from asgiref.sync import sync_to_async
 
+from dashboard.management.commands.deliver_alerts import DeliveryWorker
 from dashboard.services import DEMO_PASSWORD, demo_seed
 from dashboard.trendspottr import trendspottr_demo_setup
+from feeds.catalogue import SHIPPED as CATALOGUE, instrument_catalogue_import
 from feeds.runner import run_feed
 from feeds.services import provider_account_set
 from feeds.simulators.insightsentry import InsightSentrySimulator
@@ -43,7 +46,15 @@ class Command(BaseCommand):
         parser.add_argument("--news-interval", type=float, default=4.0, help="seconds between simulated articles")
 
     def handle(self, *args, host: str, port: int, sim_port: int, news_interval: float, **options) -> None:
+        if "EMAIL_BACKEND" not in os.environ:
+            # No SMTP server comes with the demo: e-mail destinations print to this console instead.
+            settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
         call_command("migrate", interactive=False, verbosity=0)
+        # The shipped catalogue first, so the board's add box has common US listings to find; an
+        # unchanged file is a no-op on every later start.
+        catalogue = instrument_catalogue_import(data=CATALOGUE.read_bytes())
+        if catalogue.errors:
+            raise CommandError(f"{CATALOGUE}: " + "; ".join(map(str, catalogue.errors[:5])))
         logins = demo_seed()
         # Fresh demo credentials each run: the simulators accept exactly these.
         token, api_key, password, pusher_secret, ts_key = (secrets.token_urlsafe(24) for _ in range(5))
@@ -77,7 +88,8 @@ class Command(BaseCommand):
                 await simulator.start()
             await sync_to_async(trendspottr_demo_setup)(public_base_url=public_url)
             feeds = ("stocknews", "insightsentry", "stocktwits", "knowsis")
-            await asyncio.gather(*(run_feed(name, stop=stop) for name in feeds))
+            # Alert destinations are delivered as in production, by the outbox worker.
+            await asyncio.gather(*(run_feed(name, stop=stop) for name in feeds), DeliveryWorker().run(stop))
 
         def start_background() -> None:
             task = asyncio.ensure_future(background())
@@ -90,5 +102,6 @@ class Command(BaseCommand):
         self.stdout.write("Logins (password for all: %s):" % DEMO_PASSWORD)
         for username, team, role in logins:
             self.stdout.write(f"  {username:<6} {team} ({role})")
+        self.stdout.write(f"Instrument catalogue: {CATALOGUE.name}, {catalogue.summary()}.")
         self.stdout.write(f"Channel layer: {settings.CHANNEL_LAYERS['default']['BACKEND']}. Ctrl-C stops.\n")
         Server(application=application, endpoints=[f"tcp:port={port}:interface={host}"], signal_handlers=True).run()

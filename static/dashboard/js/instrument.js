@@ -4,6 +4,9 @@
  * list and the alert timeline (revoked alerts struck through). Live events for this one instrument
  * through live.js, which loads the snapshot from the detail API after subscribing, and after a
  * reconnect only if the server could not replay what was missed.
+ * History: 1m/5m/1h/1d views rolled up by the server (feeds/history.py); scrolling near the left
+ * edge loads the page before the oldest bar; news and alert markers follow; "Export CSV" is the
+ * visible window. Live bars (minutes) update the 1m view only.
  * Provider text reaches the DOM only through textContent; links only if http(s).
  */
 "use strict";
@@ -32,23 +35,115 @@
   }
   const markers = LC.createSeriesMarkers(candles, []);
 
+  /* ---------- history: views, older pages on scroll, export ---------- */
+  // Bars by time (seconds): the snapshot's, live updates and older pages merge here, each once.
+  const SPANS = { "1m": 60, "5m": 300, "1h": 3600, "1d": 86400 };
+  const view = { interval: "1m", bars: new Map(), nextBefore: null, loading: false, pages: 0,
+    news: new Map(), alerts: new Map(), sentiment: {}, generation: 0 };
+  const exportLink = document.getElementById("export-csv");
+
+  function drawBars() {
+    const bars = [...view.bars.values()].sort((a, b) => a.time - b.time);
+    candles.setData(bars.map(({ time, open, high, low, close }) => ({ time, open, high, low, close })));
+    volume.setData(bars.map((b) => ({ time: b.time, value: b.volume || 0 })));
+    chartEl.setAttribute("data-bars", String(bars.length));
+  }
+  function keepBar(b) {
+    view.bars.set(toSec(b.start), { time: toSec(b.start), open: b.open, high: b.high, low: b.low, close: b.close, volume: b.volume });
+  }
+
+  async function loadOlder(before) {
+    if (view.loading || (before === undefined && !view.nextBefore)) return;
+    view.loading = true;
+    const generation = view.generation; // a view switch meanwhile makes this page stale
+    const params = new URLSearchParams({ interval: view.interval, limit: "300" });
+    const from = before === undefined ? view.nextBefore : before;
+    if (from) params.set("before", from);
+    try {
+      const res = await fetch(root.dataset.historyUrl + "?" + params, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!res.ok) throw new Error("history HTTP " + res.status);
+      const page = await res.json();
+      if (generation !== view.generation) return;
+      const range = chart.timeScale().getVisibleLogicalRange();
+      const added = page.bars.filter((b) => !view.bars.has(toSec(b.start))).length;
+      page.bars.forEach(keepBar);
+      for (const [provider, points] of Object.entries(page.sentiment)) (view.sentiment[provider] ||= []).push(...points);
+      page.news.forEach((n) => view.news.set(n.external_id, n));
+      page.alerts.forEach((a) => view.alerts.set(a.provider + ":" + a.external_id, a));
+      view.nextBefore = page.next_before;
+      view.pages += 1;
+      drawBars(); setSentimentSeries();
+      // Keep what the user looks at in place: the older bars went in on the left.
+      if (range && added) chart.timeScale().setVisibleLogicalRange({ from: range.from + added, to: range.to + added });
+      chartEl.setAttribute("data-history-pages", String(view.pages));
+      chartEl.setAttribute("data-oldest", page.bars.length ? page.bars[0].start : "");
+    } catch (err) {
+      console.warn("history page failed:", err);
+    } finally {
+      if (generation === view.generation) view.loading = false;
+    }
+  }
+
+  function switchView(interval) {
+    view.generation += 1;
+    Object.assign(view, { interval, bars: new Map(), nextBefore: null, loading: false, pages: 0,
+      news: new Map(), alerts: new Map(), sentiment: {} });
+    document.querySelectorAll("#history-intervals button").forEach((b) =>
+      b.setAttribute("aria-pressed", String(b.dataset.interval === interval)));
+    chartEl.setAttribute("data-history-pages", "0");
+    if (interval === "1m") { loadSnapshotAgain(); return; }
+    drawBars(); setSentimentSeries();
+    loadOlder(null);
+  }
+  document.querySelectorAll("#history-intervals button").forEach((b) =>
+    b.addEventListener("click", () => switchView(b.dataset.interval)));
+
+  // Near the left edge (fewer than 20 bars of margin), ask for the page before the oldest bar.
+  chart.timeScale().subscribeVisibleLogicalRangeChange((range) => {
+    if (range && range.from < 20) loadOlder();
+    updateExport(range);
+  });
+  function updateExport(range) {
+    const bars = candles.data();
+    if (!range || !bars.length || !exportLink) return;
+    const first = Math.max(0, Math.ceil(range.from)), last = Math.min(bars.length - 1, Math.floor(range.to));
+    if (last < first) return;
+    const end = new Date((bars[last].time + SPANS[view.interval]) * 1000).toISOString();
+    const params = new URLSearchParams({ interval: view.interval, before: end, limit: String(last - first + 1), format: "csv" });
+    exportLink.setAttribute("href", root.dataset.historyUrl + "?" + params);
+  }
+
   function setBar(b) {
+    if (b.interval !== view.interval) return; // live bars are minutes: the other views are history
+    keepBar(b);
     const t = toSec(b.start);
     candles.update({ time: t, open: b.open, high: b.high, low: b.low, close: b.close });
     volume.update({ time: t, value: b.volume || 0 });
-    chartEl.setAttribute("data-bars", String(candles.data().length));
+    chartEl.setAttribute("data-bars", String(view.bars.size));
   }
 
+  // A marker's time must be a bar's: the start of the bar holding it in the current view.
+  const barTime = (iso) => { const span = SPANS[view.interval]; return Math.floor(toSec(iso) / span) * span; };
   function setSentimentSeries() {
-    for (const [provider, samples] of Object.entries(state.sentiment)) {
+    const live = view.interval === "1m" ? state.sentiment : {};
+    for (const provider of Object.keys(lines)) {
+      if (provider === "stocknews") continue;
+      const samples = [...(view.sentiment[provider] || []), ...(live[provider] || [])];
       const byTime = new Map(samples.filter((s) => s.score !== null).map((s) => [toSec(s.ts), s.score]));
-      lines[provider] && lines[provider].setData([...byTime].sort((a, b) => a[0] - b[0]).map(([time, value]) => ({ time, value })));
+      lines[provider].setData([...byTime].sort((a, b) => a[0] - b[0]).map(([time, value]) => ({ time, value })));
     }
-    const news = [...state.news.values()].filter((n) => n.sentiment !== null)
+    const allNews = new Map([...view.news, ...(view.interval === "1m" ? state.news : [])]);
+    const news = [...allNews.values()].filter((n) => n.sentiment !== null)
       .map((n) => ({ time: toSec(n.published_at), value: n.sentiment })).sort((a, b) => a.time - b.time);
     lines.stocknews.setData(news.filter((p, i) => i === 0 || p.time !== news[i - 1].time));
-    markers.setMarkers(news.map((p) => ({ time: p.time, position: "aboveBar", shape: "circle",
-      color: p.value >= 0 ? "#3fb950" : "#f85149" })));
+    const allAlerts = new Map([...view.alerts, ...(view.interval === "1m" ? state.alerts : [])]);
+    const shown = [
+      ...news.map((p) => ({ time: Math.floor(p.time / SPANS[view.interval]) * SPANS[view.interval], position: "aboveBar",
+        shape: "circle", color: p.value >= 0 ? "#3fb950" : "#f85149" })),
+      ...[...allAlerts.values()].map((a) => ({ time: barTime(a.triggered_at), position: "belowBar", shape: "arrowUp",
+        color: a.revoked ? "#8b949e" : "#d29922" })),
+    ].sort((a, b) => a.time - b.time);
+    markers.setMarkers(shown);
   }
 
   /* ---------- news list with filters ---------- */
@@ -118,13 +213,21 @@
     if (res.status === 401) { location.assign(root.dataset.loginUrl + "?next=" + encodeURIComponent(location.pathname)); return; }
     if (!res.ok) throw new Error("detail HTTP " + res.status);
     const data = await res.json();
-    candles.setData(data.bars.map((b) => ({ time: toSec(b.start), open: b.open, high: b.high, low: b.low, close: b.close })));
-    volume.setData(data.bars.map((b) => ({ time: toSec(b.start), value: b.volume || 0 })));
-    chartEl.setAttribute("data-bars", String(data.bars.length));
     state.sentiment = data.sentiment;
     state.news = new Map(data.news.map((n) => [n.external_id, n]));
     state.alerts = new Map(data.alerts.map((a) => [a.provider + ":" + a.external_id, a]));
+    if (view.interval === "1m") {
+      // The snapshot's bars are the newest minutes; older pages go on from the oldest of them.
+      data.bars.filter((b) => b.interval === "1m").forEach(keepBar);
+      const minutes = data.bars.filter((b) => b.interval === "1m");
+      if (!view.pages && minutes.length) view.nextBefore = minutes[0].start;
+      drawBars();
+      if (!view.pages && !minutes.length) loadOlder(null); // newest stored bars are coarser: ask the history
+    }
     setSentimentSeries(); renderNews(); renderAlerts();
+  }
+  function loadSnapshotAgain() {
+    loadSnapshot([], undefined).catch((err) => console.warn("snapshot failed:", err));
   }
 
   const HANDLERS = {
