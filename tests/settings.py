@@ -43,3 +43,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # database shares one cache between threads, where a second writer (e.g. the webhook processor
     # thread) fails at once with "database table is locked" instead of waiting its turn.
     DATABASES["default"]["TEST"] = {"NAME": f"{DATABASES['default']['NAME']}.test"}
+
+# Users made in the test process hash their passwords cheaply (tests/hashers.py); every hasher the
+# production settings accept still verifies.
+from django.conf import global_settings  # noqa: E402
+
+PASSWORD_HASHERS = ["tests.hashers.FastPBKDF2PasswordHasher", *global_settings.PASSWORD_HASHERS]

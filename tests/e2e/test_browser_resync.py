@@ -161,7 +161,8 @@ def test_news_published_while_the_browser_connects_drops_and_reconnects_appears_
         page.wait_for_selector('#conn-status[data-state="live"]', timeout=15_000)  # the board
         page.on("websocket", lambda ws: (ws.on("framereceived", lambda p: frames.append(("<", str(p)))),
                                          ws.on("framesent", lambda p: frames.append((">", str(p))))))
-        page.on("request", lambda r: snapshots.append(r.url) if f"/api/instrument/{aapl}/" in r.url else None)
+        # The snapshot endpoint only: the chart's history pages (…/history/) are not snapshots.
+        page.on("request", lambda r: snapshots.append(r.url) if r.url.endswith(f"/api/instrument/{aapl}/") else None)
 
         publisher.start()  # the page opens while the news flows
         page.goto(f"{base}/instrument/{aapl}/")

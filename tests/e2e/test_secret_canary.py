@@ -164,15 +164,24 @@ async def watch_frames(stack: Stack, browser: httpx.Client, seen: Seen, wanted: 
     async with open_stream(stack, browser, seen) as ws:
         seen.add("websocket handshake headers", str(ws.response.headers))
         await ws.send(json.dumps({"type": "watch", "watchlists": watchlists}))
-        await asyncio.to_thread(trigger)
-        async with asyncio.timeout(30):
-            while set(wanted) - set(found):
+        async with asyncio.timeout(15):  # subscribed first: what is published from now on reaches us
+            while True:
                 frame = await ws.recv()
                 seen.add("websocket frame", frame)
-                message = json.loads(frame)
-                for name, match in wanted.items():
-                    if message.get("type") == "event" and match(message["event"]):
-                        found.setdefault(name, message["event"])
+                if json.loads(frame).get("type") == "watching":
+                    break
+        await asyncio.to_thread(trigger)
+        try:
+            async with asyncio.timeout(30):
+                while set(wanted) - set(found):
+                    frame = await ws.recv()
+                    seen.add("websocket frame", frame)
+                    message = json.loads(frame)
+                    for name, match in wanted.items():
+                        if message.get("type") == "event" and match(message["event"]):
+                            found.setdefault(name, message["event"])
+        except TimeoutError:
+            raise AssertionError(f"never received: {sorted(set(wanted) - set(found))}") from None
     return found
 
 
