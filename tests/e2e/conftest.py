@@ -189,7 +189,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
-    with fresh_database("twstack") as database_url:
+    with fresh_database("twstack", migrated=True) as database_url:
         yield from _stack(tmp_path_factory.mktemp("stack"), database_url)
 
 
@@ -216,7 +216,6 @@ def _stack(tmp: Path, database_url: str) -> Iterator[Stack]:
     web_port = free_port()
     stack = Stack(env=stack_env(database_url), tmp=tmp, database_url=database_url)
     try:
-        stack.manage("migrate", "--noinput")
         stack.manage("seed_demo")
         news = stack.start_simulator("stocknews", "--token", "stack-token", "--news-interval", "0")
         stack.manage("provider", "set", "stocknews", "--endpoint", f"ws://127.0.0.1:{news}/ws",

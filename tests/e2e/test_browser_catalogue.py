@@ -20,11 +20,10 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     """Only what the add box needs: the database with the demo and the catalogue, and Daphne (on the
     real Redis layer, so the board goes live). No feeds: nothing here waits for market data."""
-    with fresh_database("twcatalogue") as database_url:
+    with fresh_database("twcatalogue", migrated=True) as database_url:
         stack = Stack(env=stack_env(database_url, prefix="twcatalogue"), tmp=tmp_path_factory.mktemp("catalogue"),
                       database_url=database_url, web_port=free_port())
         try:
-            stack.manage("migrate", "--noinput")
             stack.manage("seed_demo")
             imported = stack.manage("instruments", "import", str(SHIPPED))
             assert "created BRK.B" in imported

@@ -23,11 +23,10 @@ NAME = 'Desk <img src=x onerror="window.pwned=1">'
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     """The database with the demo users and Daphne; no feeds (nothing here waits for market data)."""
-    with fresh_database("twdest") as database_url:
+    with fresh_database("twdest", migrated=True) as database_url:
         stack = Stack(env=stack_env(database_url, prefix="twdest"), tmp=tmp_path_factory.mktemp("destinations"),
                       database_url=database_url, web_port=free_port())
         try:
-            stack.manage("migrate", "--noinput")
             stack.manage("seed_demo")
             stack.start_daphne()
             yield stack

@@ -36,7 +36,7 @@ QUEUE_FRAMES, QUEUE_BYTES, BUFFER_BYTES = 200, 256 * 1024, 16 * 1024
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with fresh_database("twlive") as database_url:
+    with fresh_database("twlive", migrated=True) as database_url:
         prefix = f"twlive-{uuid.uuid4().hex[:8]}"
         env = {
             **os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DATABASE_URL": database_url,
@@ -50,7 +50,6 @@ def server(tmp_path_factory):
         }
         stack = Stack(env=env, tmp=tmp_path_factory.mktemp("live"), database_url=database_url)
         try:
-            stack.manage("migrate", "--noinput")
             stack.manage("seed_demo")
             stack.web_port = free_port()
             stack.start_daphne()

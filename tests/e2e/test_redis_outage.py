@@ -35,7 +35,7 @@ ALPHA = ["AAPL", "MSFT", "NVDA", "TSLA"]  # alice's team watches these
 
 @pytest.fixture(scope="module")
 def outage(tmp_path_factory):
-    with RedisServer() as redis, fresh_database("twredis") as database_url:
+    with RedisServer() as redis, fresh_database("twredis", migrated=True) as database_url:
         tmp = tmp_path_factory.mktemp("redis-outage")
         env = {
             **os.environ,
@@ -55,7 +55,6 @@ def outage(tmp_path_factory):
         stack = Stack(env=env, tmp=tmp, database_url=database_url)
         metrics_port = free_port()
         try:
-            stack.manage("migrate", "--noinput")
             stack.manage("seed_demo")
             news = stack.start_simulator("stocknews", "--token", "outage-token", "--news-interval", "0")
             stack.manage("provider", "set", "stocknews", "--endpoint", f"ws://127.0.0.1:{news}/ws",

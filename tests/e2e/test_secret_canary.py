@@ -110,7 +110,7 @@ def login(stack: Stack, seen: Seen, username: str) -> httpx.Client:
 @pytest.fixture(scope="module")
 def canary_stack(tmp_path_factory) -> Iterator[tuple[Stack, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("canary")
-    with fresh_database("twcanary") as database_url:
+    with fresh_database("twcanary", migrated=True) as database_url:
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DATABASE_URL": database_url,
                "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
                "CHANNEL_LAYER_PREFIX": f"twcanary-{uuid.uuid4().hex[:8]}", "SECRET_KEY": secrets.token_urlsafe(50),
@@ -119,12 +119,10 @@ def canary_stack(tmp_path_factory) -> Iterator[tuple[Stack, dict[str, str]]]:
                "PYTHONUNBUFFERED": "1"}
         stack = Stack(env=env, tmp=tmp, database_url=database_url)
         try:
-            # The simulators start while the schema is created: a minute's budget on two shared cores.
             simulators = {provider: stack.start(f"sim-{provider}", sys.executable, "manage.py", "simulate", provider,
                                                 "--port", "0", "--control-token", stack.control_token,
                                                 "--token", credential, "--news-interval", "3600")
                           for provider, credential in SIMULATOR_CREDENTIALS.items()}
-            stack.manage("migrate", "--noinput")
             for provider, process in simulators.items():
                 stack.sim_ports[provider] = int(re.search(r":(\d+)/", process.stdout.readline()).group(1))
             stack.web_port = free_port()

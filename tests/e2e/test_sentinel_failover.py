@@ -72,7 +72,7 @@ asyncio.run(main())
 @pytest.fixture(scope="module")
 def failover(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sentinel")
-    with SentinelGroup(tmp) as group, fresh_database("twsentinel") as database_url:
+    with SentinelGroup(tmp) as group, fresh_database("twsentinel", migrated=True) as database_url:
         env = {
             **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "METRICS_PORT")},
             "DJANGO_SETTINGS_MODULE": "project.settings", "DATABASE_URL": database_url,
@@ -83,7 +83,6 @@ def failover(tmp_path_factory):
         }
         stack = Stack(env=env, tmp=tmp, database_url=database_url)
         try:
-            stack.manage("migrate", "--noinput")
             stack.manage("seed_demo")
             stack.web_port = free_port()
             stack.start_daphne()

@@ -42,7 +42,6 @@ BETA = ("JPM", "XOM")  # carol: Beta Fund
 SETUP = """
 from django.core.management import call_command
 from dashboard.trendspottr import trendspottr_demo_setup
-call_command("migrate", "--noinput", verbosity=0)
 call_command("seed_demo", verbosity=0)
 call_command("provider", "set", "stocknews", "--endpoint", "ws://127.0.0.1:{news}/ws", "--token", "multi-token",
              "--enable")
@@ -79,7 +78,7 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory) -> Iterator[Deployment]:
-    with fresh_database("twmulti") as database_url:
+    with fresh_database("twmulti", migrated=True) as database_url:
         stack = Stack(env=stack_env(database_url, "twmulti"), tmp=tmp_path_factory.mktemp("multi"),
                       database_url=database_url)
         try:

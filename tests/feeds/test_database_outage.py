@@ -49,9 +49,8 @@ def _terminate_all_but(db: Sql, *keep: int) -> int:
 @requires_postgres
 def test_a_worker_rides_out_terminated_connections_and_stores_every_message_once(tmp_path):
     simulator = StockTwitsSimulator([f"{USER}:{PASSWORD}"], interval=None, keepalive_interval=60, seed=3)
-    with postgres.fresh_database("twpgkill") as url, simulator_thread(simulator) as sim:
+    with postgres.fresh_database("twpgkill", migrated=True) as url, simulator_thread(simulator) as sim:
         workers = WorkerProcess(url, log=tmp_path / "worker.log", FEEDS_WATCH_POLL_SECONDS="0.2")
-        workers.manage("migrate", "--noinput")
         workers.manage("provider", "set", "stocktwits", "--endpoint", simulator.url(), "--username", USER,
                        "--password", PASSWORD, "--enable")
         db, gate = Sql(url), Sql(url)

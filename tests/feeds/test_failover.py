@@ -76,9 +76,8 @@ class _Emitter(threading.Thread):
 
 def test_sigkill_the_stocknews_holder_the_hot_standby_takes_over_nothing_lost_stored_or_sent_twice(tmp_path):
     simulator = StockNewsSimulator([TOKEN], news_interval=None)
-    with fresh_database("twfailnews") as url, simulator_thread(simulator) as sim:
+    with fresh_database("twfailnews", migrated=True) as url, simulator_thread(simulator) as sim:
         workers = _workers(url, tmp_path, "news")
-        workers.manage("migrate", "--noinput")
         aapl = int(workers.manage("shell", "-c", (  # one process, not three: each start costs seconds
             "from feeds.models import ProviderAccount; from tests.factories import team_with_watchlist, user; "
             f"ProviderAccount.objects.create(provider='stocknews', endpoint='ws://127.0.0.1:{simulator.port}/ws', "
@@ -158,9 +157,8 @@ MESSAGES, SYMBOLS = 6000, 7
 
 def test_sigkill_the_stocktwits_holder_inside_a_backlog_the_standby_resumes_from_the_stored_cursor(tmp_path):
     simulator = StockTwitsSimulator([f"{USER}:{PASSWORD}"], interval=None, keepalive_interval=60, seed=12)
-    with fresh_database("twfailtwits") as url, simulator_thread(simulator) as sim:
+    with fresh_database("twfailtwits", migrated=True) as url, simulator_thread(simulator) as sim:
         workers = _workers(url, tmp_path, "twits")
-        workers.manage("migrate", "--noinput")
         workers.manage("provider", "set", "stocktwits", "--endpoint", simulator.url(), "--username", USER,
                        "--password", PASSWORD, "--enable")
         anchor = sim.call(simulator.emit)
@@ -213,7 +211,7 @@ def test_a_holder_cut_off_from_postgresql_stops_consuming_before_the_standby_tak
     from tests.faultproxy import FaultProxy
 
     simulator = StockTwitsSimulator([f"{USER}:{PASSWORD}"], interval=None, keepalive_interval=60, seed=13)
-    with fresh_database("twfailpart") as url, simulator_thread(simulator) as sim:
+    with fresh_database("twfailpart", migrated=True) as url, simulator_thread(simulator) as sim:
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         with simulator_thread(FaultProxy(port)) as pg:
             proxy = pg.simulator
@@ -222,7 +220,6 @@ def test_a_holder_cut_off_from_postgresql_stops_consuming_before_the_standby_tak
             direct.env.update(fast)
             cut_off = _workers(url.replace(f":{port}/", f":{proxy.port}/"), tmp_path, "cut")
             cut_off.env.update(fast)
-            direct.manage("migrate", "--noinput")
             direct.manage("provider", "set", "stocktwits", "--endpoint", simulator.url(), "--username", USER,
                           "--password", PASSWORD, "--enable")
             db = Sql(url)
