@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 
+import pytest
 from django.conf import settings
 
 from feeds.groups import instrument_group
@@ -31,7 +32,7 @@ from tests.postgres import fresh_database
 from tests.simthread import simulator_thread
 from tests.workerprocess import Sql, WorkerProcess
 
-pytestmark = requires_postgres
+pytestmark = [requires_postgres, pytest.mark.stack]  # runfeed processes, as production runs them
 
 TOKEN = "failover-token-0001"
 TAKEOVER_SECONDS = 15  # the bound, with the default FEEDS_LEASE_SECONDS (9) and poll (1)
