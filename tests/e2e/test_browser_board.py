@@ -144,6 +144,10 @@ def test_the_feed_health_page_is_live_for_staff_and_refused_to_others(browser, s
     expect(admin.locator("#conn-status")).to_have_attribute("data-state", "live", timeout=15_000)
     for provider in ("stocknews", "insightsentry", "stocktwits", "knowsis"):
         expect(admin.locator(f'tr[data-provider="{provider}"] .feed-state')).to_have_text("connected", timeout=15_000)
+        # Which process holds the provider's lease (one worker each here: the holder, no standby).
+        holder = admin.locator(f'tr[data-provider="{provider}"] .feed-worker[data-role="holder"]')
+        expect(holder).to_have_count(1, timeout=15_000)
+        expect(holder).to_contain_text(" · holder")
     counter = admin.locator('tr[data-provider="insightsentry"] .feed-messages')
     before = int(counter.inner_text())
     expect(counter).not_to_have_text(str(before), timeout=15_000)  # the simulator keeps ticking: live updates
