@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from datetime import datetime, timezone
+
 import pytest
 from cryptography.fernet import Fernet
 from django.conf import settings
@@ -151,8 +153,8 @@ def test_the_migration_encrypts_stored_plaintext_and_its_reversal_restores_it():
                            "RETURNING id", list(CREDENTIALS.values()))
             account_id = cursor.fetchone()[0]
             cursor.execute("INSERT INTO feeds_webhookconfig (provider, public_url, path_token, secret_sha256, "
-                           "previous_secret_sha256, registered_at) VALUES ('trendspottr', %s, %s, %s, '', now()) "
-                           "RETURNING id", [url, token, "0" * 64])
+                           "previous_secret_sha256, registered_at) VALUES ('trendspottr', %s, %s, %s, '', %s) "
+                           "RETURNING id", [url, token, "0" * 64, datetime.now(timezone.utc)])
             config_id = cursor.fetchone()[0]
         migrate(AFTER)
         columns = stored("feeds_provideraccount", account_id, *CREDENTIALS)
