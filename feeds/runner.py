@@ -203,7 +203,7 @@ async def _consume(provider: str, account: ProviderAccount, feed, feed_task: asy
             task.cancel()
         await asyncio.gather(feed_task, pipeline_task, kept, *helpers, stop_task, return_exceptions=True)
         if lost:
-            pass  # the FeedStatus row belongs to the next holder now
+            pass  # the FeedStatus row belongs to the next holder now: leave it alone
         elif status.state in REFUSAL_STATES:
             await status.flush()  # keep the refusal visible: it needs a person, not a restart
         else:

@@ -36,7 +36,6 @@ class Handover:
         self._buffer: deque[tuple[float, list[Event]]] = deque()
         self._buffered = 0
         self._target = None
-        self.discarded = 0  # events that aged out of the window (expected while standing by)
 
     async def submit(self, events: Iterable[Event]) -> None:
         if self._target is not None:
@@ -50,11 +49,6 @@ class Handover:
         while self._buffer and (self._buffer[0][0] < now - self.window_seconds or self._buffered > self.max_events):
             _, old = self._buffer.popleft()
             self._buffered -= len(old)
-            self.discarded += len(old)
-
-    @property
-    def buffered(self) -> int:
-        return self._buffered
 
     async def take_over(self, pipeline) -> int:
         """Submit the window to `pipeline`, in arrival order, then send everything there.
