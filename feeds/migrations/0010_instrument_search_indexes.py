@@ -9,20 +9,11 @@ none of them: it cannot use an index for `UPPER(x) LIKE …` or a word match, an
 """
 
 from django.contrib.postgres.indexes import GinIndex
-from django.contrib.postgres.operations import AddIndexConcurrently
 from django.contrib.postgres.search import SearchVector
 from django.db import migrations, models
+
+from feeds.migrations._operations import AddIndexConcurrentlyOnPostgresOnly
 from django.db.models.functions import Collate, Upper
-
-
-class AddIndexConcurrentlyOnPostgresOnly(AddIndexConcurrently):
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
 
 
 class Migration(migrations.Migration):
