@@ -59,8 +59,10 @@ def alert_deliveries_enqueue(*, alerts: list[Alert], kind: str = DeliveryKind.FI
     until = now + retry_window()
     for alert in alerts:
         if kind == DeliveryKind.REVOKE:
+            # Not where the alert itself went dead: a receiver must not hear "withdrawn" for what it never got.
             destinations = AlertDestination.objects.filter(
-                enabled=True, deliveries__alert=alert, deliveries__kind=DeliveryKind.FIRE).distinct()
+                enabled=True, deliveries__alert=alert, deliveries__kind=DeliveryKind.FIRE,
+                deliveries__state__in=(OutboxState.PENDING, OutboxState.SENDING, OutboxState.DELIVERED)).distinct()
         else:
             destinations = alert_destinations_for(alert=alert)
         rows += [AlertDelivery(alert=alert, destination=destination, kind=kind, created_at=now,

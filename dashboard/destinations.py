@@ -58,7 +58,8 @@ def _validate_target(kind: str, target: str) -> None:
     parts = urlsplit(target)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValidationError("The destination needs an http(s) URL.")
-    if kind == DestinationKind.SLACK and parts.scheme == "https" and not parts.hostname.endswith("slack.com"):
+    if kind == DestinationKind.SLACK and parts.scheme == "https" and not (parts.hostname == "slack.com"
+                                                                       or parts.hostname.endswith(".slack.com")):
         raise ValidationError("A Slack incoming webhook URL is on hooks.slack.com.")
 
 
