@@ -101,9 +101,14 @@ def alert_deliveries_sweep(*, now: datetime, lookback: timedelta = SWEEP_LOOKBAC
     since = now - lookback
     unsent = Alert.objects.filter(triggered_at__gte=since, triggered_at__lte=now, revoked_at__isnull=True,
                                   destination_deliveries__isnull=True)
-    count = 0
-    for alert in unsent.order_by("id")[:1000]:
-        count += alert_deliveries_enqueue(alerts=[alert], now=now, created_before=alert.triggered_at)
+    count, after = 0, 0
+    # Page through the whole window by id: most alerts match no destination and never get a row,
+    # so taking only the first 1,000 would look at the same unmatched ones on every sweep and
+    # never reach a newer alert behind them.
+    while page := list(unsent.filter(id__gt=after).order_by("id")[:1000]):
+        for alert in page:
+            count += alert_deliveries_enqueue(alerts=[alert], now=now, created_before=alert.triggered_at)
+        after = page[-1].id
     revoke_rows = AlertDelivery.objects.filter(alert=OuterRef("pk"), kind=DeliveryKind.REVOKE)
     fire_rows = AlertDelivery.objects.filter(alert=OuterRef("pk"), kind=DeliveryKind.FIRE)
     missed = Alert.objects.filter(Exists(fire_rows), ~Exists(revoke_rows), revoked_at__gte=since)

@@ -196,6 +196,19 @@ def test_the_sweep_enqueues_alerts_stored_outside_the_pipeline(desk):
     assert alert_deliveries_enqueue(alerts=[], now=now) == 0
 
 
+def test_the_sweep_reaches_an_alert_behind_more_than_a_page_of_alerts_nobody_receives(desk):
+    owner, _, watchlist = desk
+    alert_destination_create(by=owner, team=watchlist.team, kind="email", name="t", target="t@example.com",
+                             trendspottr_min_level="Elevated")
+    now = datetime.now(timezone.utc)
+    Alert.objects.bulk_create([Alert(provider="trendspottr", external_id=f"nobody-{n}", level="High",
+                                     audience="team-999999", triggered_at=now) for n in range(1001)])
+    wanted = Alert.objects.create(provider="trendspottr", external_id="t-8", level="High",
+                                  audience=f"team-{watchlist.team_id}", triggered_at=now)
+    assert alert_deliveries_sweep(now=now + timedelta(seconds=1)) == 1
+    assert AlertDelivery.objects.filter(alert=wanted).count() == 1
+
+
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_a_rule_alert_through_the_configured_pipeline_sinks_is_enqueued():
