@@ -91,7 +91,14 @@ class _Session:
         self.pusher = _Pysher(key, secure=secure, port=port, custom_host=host, secret=secret,
                               auto_sub=False, reconnect_interval=0, log_level=logging.WARNING, daemon=True)
         conn = self.pusher.connection
-        conn.socket_kwargs.update(ping_interval=options.ws_ping_interval, ping_timeout=options.ws_ping_timeout)
+        # skip_utf8_validation: websocket-client checks UTF-8 in a per-byte Python loop unless the
+        # optional wsaccel is installed (≈ 80 µs for a 430-byte frame, half a worker's time under a
+        # flood); `_on_message` decodes strictly in C instead. A frame that is not UTF-8 is then
+        # counted and skipped like one that is not JSON, and the link stays up: RFC 6455 would fail
+        # the connection, but for a feed that cannot resume that loses every event until the
+        # resubscription, for one bad frame.
+        conn.socket_kwargs.update(ping_interval=options.ws_ping_interval, ping_timeout=options.ws_ping_timeout,
+                                  skip_utf8_validation=True)
         # Instance-level overrides (pysher's code untouched): its reconnect decisions end this
         # session instead, and close codes and errors reach us.
         conn.reconnect = self._reconnect_requested
@@ -115,11 +122,13 @@ class _Session:
         self.last_frame = time.monotonic()
         message = args[-1]
         try:
+            if isinstance(message, bytes):  # a text frame, undecoded (skip_utf8_validation above)
+                message = message.decode("utf-8")
             json.loads(message)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError):  # UnicodeDecodeError is a ValueError
             self.report("bad_frame", message)  # pysher's parser would raise: keep it away from it
             return
-        self._original["_on_message"](*args)
+        self._original["_on_message"](*args[:-1], message)
 
     def _established(self, data) -> None:
         self.established = True
