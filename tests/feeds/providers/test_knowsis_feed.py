@@ -142,11 +142,12 @@ async def test_a_bad_frame_never_raises_into_pysher_and_liveness_survives_it():
             await sim.wait_for(lambda: sim.subscribed("apple-inc") == 1)
             for client in list(sim._clients.values()):
                 await client.ws.send("this is not JSON")
+                await client.ws.send("[1, 2, 3]")  # JSON, not an object: pysher would raise on it
                 # A text frame that is not UTF-8: websocket-client's own check is off (a per-byte
                 # Python loop); our strict decode must catch it, count it and keep the link.
                 await client.ws.send(b'{"event": "datapoint", "data": "\xff\xfe"}', text=True)
             sim.emit("apple-inc", "datapoint", {"sentiment": 1, "volume": 1.0})
-            await sim.wait_for(lambda: len(pipeline.events) == 1 and status.parse_errors == 2)
+            await sim.wait_for(lambda: len(pipeline.events) == 1 and status.parse_errors == 3)
             assert feed.supervisor.sessions == 1  # the link stayed up
             sim.freeze()  # and its liveness checks still work afterwards
             await sim.wait_for(lambda: feed.supervisor.sessions >= 2, timeout=15)
