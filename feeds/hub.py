@@ -8,6 +8,7 @@ names (feeds/groups.py) stay the vocabulary: a stream is a group.
 Contract for a consumer (dashboard/consumers.py):
     hub = await get_hub()
     await hub.join(sink, streams)   # returns once this process receives every later event
+    await hub.read(streams, since)  # then the streams' positions (and history after `since`)
     hub.leave(sink, streams)
 If this process' subscription fails (Redis gone), every sink's `on_lost` is called: its socket
 closes, and the browser reconnects, then recovers from the streams' history.
@@ -72,6 +73,9 @@ class Hub:
         self._retry_at = 0.0
         self._up_since: float | None = None  # when the current subscription was first confirmed
         self._lost_at: float | None = None  # when the last one failed, until one is confirmed again
+        # Position reads waiting for the next round trip: (streams, since, future).
+        self._reads: list[tuple[list[str], dict, asyncio.Future]] = []
+        self._reader_of_positions: asyncio.Task | None = None
 
     # -- sockets --------------------------------------------------------------------------
     def sink(self, writer, *, on_control=None, on_lost=None) -> Sink:
@@ -114,6 +118,53 @@ class Hub:
                     emptied.append(stream)
         if emptied:
             asyncio.ensure_future(self._unsubscribe_unused(emptied))
+
+    # -- positions ------------------------------------------------------------------------
+    async def read(self, streams: list[str], since: dict) -> dict:
+        """live.read(streams, since), shared with the other sockets asking meanwhile.
+
+        Connecting 1000 sockets made 1000 round trips to Redis, 50 at a time, and a pool of 50
+        connections. Here one read is on its way at a time; the requests that arrive meanwhile go
+        together in the next one. Every request is sent after it was made, so after its caller
+        joined the streams: the position it gets is one its subscription already covers, as with a
+        read of its own. A stream goes once per read, with one `since` (or none): a request that
+        asks for it with another waits for the read after."""
+        future = asyncio.get_running_loop().create_future()
+        self._reads.append((list(streams), since, future))
+        if self._reader_of_positions is None or self._reader_of_positions.done():
+            self._reader_of_positions = asyncio.ensure_future(self._read_positions())
+        return await future
+
+    async def _read_positions(self) -> None:
+        while self._reads:
+            batch, streams, since, later = [], {}, {}, []
+            for request in self._reads:
+                wanted, asked, future = request
+                if future.done():  # its caller went away
+                    continue
+                if any(s in streams and since.get(s) != asked.get(s) for s in wanted):
+                    later.append(request)
+                    continue
+                for stream in wanted:
+                    streams[stream] = None
+                    if stream in asked:
+                        since[stream] = asked[stream]
+                batch.append(request)
+            self._reads = later
+            if not batch:
+                continue
+            try:
+                recoveries = await self.live.read(list(streams), since)
+            except BaseException as exc:  # each caller handles it as it handled its own read failing
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception) else HubUnavailable(repr(exc)))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for wanted, _, future in batch:
+                if not future.done():
+                    future.set_result({stream: recoveries[stream] for stream in wanted})
 
     # -- subscription ---------------------------------------------------------------------
     async def _subscribe(self, streams: list[str]) -> None:

@@ -13,6 +13,9 @@ ever costs its own queue: writing never waits, so nobody else's latency moves.
 Under Daphne, frames go straight to the socket's transport, framed once per process
 (autobahn's PreparedMessage) however many sockets get them. Under any other ASGI server (and
 Channels' test communicator) they go through ASGI `send`.
+
+An idle socket costs little here (issue 11; measured with bench/fanout.py): the objects have __slots__, and a
+sink holds a queue only while frames wait.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from collections import deque
 
 from . import metrics
 
-__all__ = ["Frame", "Sink", "writer_for", "DaphneTransportScope"]
+__all__ = ["Frame", "Sink", "writer_for", "daphne_protocol"]
 
 log = logging.getLogger(__name__)
-DAPHNE_PROTOCOL = "tickerwire.daphne_protocol"
+NO_FRAMES = ()  # a sink's queue while nothing waits (a deque costs ~600 bytes per socket)
 
 
 class Frame:
@@ -58,20 +61,17 @@ class Frame:
         return self._prepared
 
 
-class DaphneTransportScope:
-    """Outermost ASGI middleware: put Daphne's WebSocket protocol object in the scope, so the hub
-    can write prepared frames to it. Daphne 4.2 passes `send=partial(server.handle_reply, protocol)`
-    (daphne/server.py create_application); tests/feeds/test_sinks.py pins that."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "websocket" and isinstance(send, functools.partial) and send.args:
-            protocol = send.args[0]
-            if hasattr(protocol, "sendPreparedMessage") and hasattr(protocol, "transport"):
-                scope = {**scope, DAPHNE_PROTOCOL: protocol}
-        return await self.app(scope, receive, send)
+def daphne_protocol(send):
+    """Daphne's WebSocket protocol object behind an ASGI `send`, or None (another server, or `send`
+    wrapped by a middleware: frames then go through ASGI). Daphne 4.2 passes
+    `send=partial(server.handle_reply, protocol)` (daphne/server.py create_application; pinned by
+    tests/feeds/test_sinks.py). Read from `send` rather than put in the scope by a middleware: that
+    cost a copy of the scope and a suspended coroutine per open socket."""
+    if isinstance(send, functools.partial) and send.args:
+        protocol = send.args[0]
+        if hasattr(protocol, "sendPreparedMessage") and hasattr(protocol, "transport"):
+            return protocol
+    return None
 
 
 def _backlog(transport) -> int:
@@ -87,6 +87,8 @@ class ProtocolWriter:
 
     The kernel's send buffer is bounded too (`kernel_bytes`, SO_SNDBUF): Linux would otherwise grow
     it to tcp_wmem's maximum (4 MiB by default) for a browser that stopped reading."""
+
+    __slots__ = ("protocol", "limit")
 
     def __init__(self, protocol, limit: int, kernel_bytes: int = 0) -> None:
         self.protocol, self.limit = protocol, limit
@@ -129,6 +131,8 @@ class ProtocolWriter:
 class AsgiWriter:
     """Any ASGI server: one `websocket.send` per frame, in order (its own buffering is unbounded)."""
 
+    __slots__ = ("send", "_tail")
+
     def __init__(self, send) -> None:
         self.send = send
         self._tail: asyncio.Future | None = None
@@ -150,8 +154,8 @@ class AsgiWriter:
         self._tail = asyncio.ensure_future(send_after())
 
 
-def writer_for(scope: dict, send, *, buffer_bytes: int, kernel_bytes: int = 0):
-    protocol = scope.get(DAPHNE_PROTOCOL)
+def writer_for(send, *, buffer_bytes: int, kernel_bytes: int = 0):
+    protocol = daphne_protocol(send)
     return ProtocolWriter(protocol, buffer_bytes, kernel_bytes) if protocol is not None else AsgiWriter(send)
 
 
@@ -159,12 +163,15 @@ class Sink:
     """One socket's bounded queue. `held` (while a watch request is answered) keeps live frames
     queued until the answer and the recovered history have gone first."""
 
+    __slots__ = ("writer", "max_frames", "max_bytes", "on_waiting", "on_control", "queue", "queued_bytes", "held",
+                 "closed", "skipped", "gaps", "sent", "conflated", "dropped")
+
     def __init__(self, writer, *, max_frames: int, max_bytes: int, on_waiting=None, on_control=None) -> None:
         self.writer = writer
         self.max_frames, self.max_bytes = max_frames, max_bytes
         self.on_waiting = on_waiting  # called once when frames start waiting: the hub polls the writer
         self.on_control = on_control
-        self.queue: deque[Frame] = deque()
+        self.queue: deque[Frame] | tuple = NO_FRAMES  # a deque while frames wait
         self.queued_bytes = 0
         self.held = False
         self.closed = False
@@ -192,6 +199,8 @@ class Sink:
             frame = self.queue.popleft()
             self.queued_bytes -= len(frame.data)
             self._write(frame)
+        if not self.queue:
+            self.queue = NO_FRAMES  # let the deque go: most sockets are idle most of the time
         if not self.queue and self.gaps and not self.held and not self.closed:
             # Caught up: name what was dropped, so a browser notices a gap even on a stream where
             # nothing follows the drop.
@@ -215,9 +224,9 @@ class Sink:
             kept = deque(f for f in self.queue if not (f.seq and f.seq <= upto.get(f.stream, 0)))
             self.queued_bytes -= sum(len(f.data) for f in self.queue) - sum(len(f.data) for f in kept)
             self.queue = kept
-        for frame in reversed(frames):
-            self.queue.appendleft(frame)
-            self.queued_bytes += len(frame.data)
+        if frames:
+            self.queue = deque([*frames, *self.queue])
+            self.queued_bytes += sum(len(frame.data) for frame in frames)
         self.held = False
         self._bound()
         if not self.flush():
@@ -227,7 +236,7 @@ class Sink:
         if not self.closed and self.queue:
             metrics.SOCKET_SEND_DROPS.labels("closing").inc(len(self.queue))
         self.closed = True
-        self.queue.clear()
+        self.queue = NO_FRAMES
         self.queued_bytes = 0
 
     # -- inside ---------------------------------------------------------------------------
@@ -242,6 +251,8 @@ class Sink:
 
     def _enqueue(self, frame: Frame) -> None:
         was_empty = not self.queue
+        if was_empty:
+            self.queue = deque()
         self.queue.append(frame)
         self.queued_bytes += len(frame.data)
         self._bound()

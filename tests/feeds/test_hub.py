@@ -61,6 +61,71 @@ async def test_an_event_published_right_after_join_returns_reaches_every_local_s
     assert len(a.frames) == 1 and len(b.frames) == 2
 
 
+class CountingLive:
+    """The real Redis backend, counting its position reads and the streams and since each carried."""
+
+    def __init__(self, live) -> None:
+        self.live, self.reads = live, []
+
+    async def read(self, streams, since):
+        self.reads.append((list(streams), dict(since)))
+        return await self.live.read(streams, since)
+
+
+async def test_position_reads_asked_meanwhile_share_one_round_trip_each_getting_its_own_streams():
+    live = redis_live()
+    counting = CountingLive(live)
+    hub = Hub(live)
+    hub.live = counting  # the hub's reads go through the counter; subscriptions are not involved here
+    await live.publish([Outgoing("instrument.1", '{"n":1}'), Outgoing("instrument.2", '{"n":2}')])
+    asks = [["instrument.1"], ["instrument.2"], ["instrument.1", "instrument.2"]] * 10
+    answers = await asyncio.gather(*(hub.read(streams, {}) for streams in asks))
+    # All thirty were asked before the reader's first turn: one round trip, each stream once.
+    assert len(counting.reads) == 1 and sorted(counting.reads[0][0]) == ["instrument.1", "instrument.2"]
+    # Asked while a read is on its way: the next one.
+    first = asyncio.ensure_future(hub.read(["instrument.1"], {}))
+    while not counting.reads[1:]:
+        await asyncio.sleep(0)
+    second = asyncio.ensure_future(hub.read(["instrument.2"], {}))
+    third = asyncio.ensure_future(hub.read(["instrument.1"], {}))
+    await asyncio.gather(first, second, third)
+    assert [sorted(streams) for streams, _ in counting.reads[1:]] == [["instrument.1"], ["instrument.1", "instrument.2"]]
+    for streams, answer in zip(asks, answers):
+        assert sorted(answer) == sorted(streams)
+        assert all(recovery.frames is None for recovery in answer.values())  # nobody asked for history
+    assert {answer["instrument.1"].position.seq for answer in answers if "instrument.1" in answer} == {1}
+
+
+async def test_a_stream_asked_with_different_since_goes_in_separate_reads_and_each_gets_its_history():
+    live = redis_live()
+    counting = CountingLive(live)
+    hub = Hub(live)
+    hub.live = counting
+    await live.publish([Outgoing("instrument.1", '{"n":1}'), Outgoing("instrument.1", '{"n":2}')])
+    epoch = (await live.read(["instrument.1"], {}))["instrument.1"].position.epoch
+    from feeds.livestore import Position
+
+    fresh, from_one, from_zero = await asyncio.gather(
+        hub.read(["instrument.1"], {}), hub.read(["instrument.1"], {"instrument.1": Position(epoch, 1)}),
+        hub.read(["instrument.1"], {"instrument.1": Position(epoch, 0)}))
+    assert fresh["instrument.1"].frames is None
+    assert [seq for seq, _ in from_one["instrument.1"].frames] == [2]
+    assert [seq for seq, _ in from_zero["instrument.1"].frames] == [1, 2]
+    assert len(counting.reads) == 3 and all(len(streams) == 1 for streams, _ in counting.reads)
+
+
+async def test_a_failed_position_read_fails_every_request_it_carried():
+    class Failing:
+        async def read(self, streams, since):
+            raise ConnectionError("redis went away")
+
+    hub = Hub(redis_live())
+    hub.live = Failing()
+    results = await asyncio.gather(hub.read(["instrument.1"], {}), hub.read(["instrument.2"], {}),
+                                   return_exceptions=True)
+    assert [type(r) for r in results] == [ConnectionError, ConnectionError]
+
+
 async def test_a_revoke_reaches_the_users_sockets_as_a_control_message(settings):
     from feeds.hub import get_hub
 

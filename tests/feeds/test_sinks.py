@@ -145,3 +145,50 @@ def test_unsequenced_frames_are_never_conflated():
     for _ in range(3):
         sink.offer(Frame.text_frame('{"type":"feed_status"}'))
     assert sink.conflated == 0 and sink.dropped == 1
+
+
+def test_daphnes_send_leads_to_its_protocol_and_a_wrapped_send_goes_through_asgi():
+    """Pins what daphne_protocol relies on: Daphne's Server.create_application hands the application
+    `send=partial(server.handle_reply, protocol)`."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from daphne.server import Server
+
+    from feeds.sinks import AsgiWriter, ProtocolWriter, daphne_protocol, writer_for
+
+    class Protocol:  # what ProtocolWriter needs of autobahn's protocol
+        transport = None
+
+        def sendPreparedMessage(self, prepared) -> None:  # noqa: N802 - autobahn's name
+            pass
+
+    protocol, sends = Protocol(), []
+
+    async def application(scope, receive, send):
+        sends.append(send)
+
+    async def main() -> None:
+        server = SimpleNamespace(connections={protocol: {}}, application=application, handle_reply=lambda *a: None)
+        Server.create_application(server, protocol, {"type": "websocket"})
+        await server.connections[protocol]["application_instance"]
+
+    asyncio.run(main())
+    assert daphne_protocol(sends[0]) is protocol
+    assert isinstance(writer_for(sends[0], buffer_bytes=1024), ProtocolWriter)
+
+    async def wrapped(message):  # a middleware's own send
+        await sends[0](message)
+
+    assert daphne_protocol(wrapped) is None and isinstance(writer_for(wrapped, buffer_bytes=1024), AsgiWriter)
+
+
+def test_an_idle_sink_holds_no_queue_and_lets_it_go_once_drained():
+    writer = Writer()
+    sink, _ = make(writer)
+    assert sink.queue == ()
+    writer.open = False
+    sink.offer(event("instrument.1", 1))
+    assert len(sink.queue) == 1
+    writer.open = True
+    assert sink.flush() and sink.queue == () and seqs(writer.written) == [("instrument.1", 1)]
