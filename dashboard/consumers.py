@@ -30,22 +30,27 @@ Frames reach the socket through this process' hub (feeds/hub.py) and the socket'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
+from asgiref.sync import sync_to_async
 from autobahn.exception import Disconnected  # what Daphne's WebSocket protocol raises on a closed socket
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.http.cookie import parse_cookie
 
 from feeds import metrics
 from feeds.broadcast import REVOKE_TYPE
+from feeds.db import live_connection
 from feeds.groups import audience_group, feed_health_group, instrument_group, user_group
 from feeds.hub import HubUnavailable, get_hub
 from feeds.livestore import Position
 from feeds.sinks import Frame, writer_for
 
-from .selectors import audiences_for_user, session_digest, session_user_get, watch_request_authorise
+from .selectors import session_digest, socket_access_get, watch_request_authorise
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,29 @@ ACCESS_ENDED = {
     "password_changed": (CLOSE_SESSION_ENDED, "Signed out: the password was changed."),
     "deactivated": (CLOSE_DEACTIVATED, "Your access changed: this account was deactivated."),
 }
+
+
+def _on_db_thread(func):
+    """`func` (a read) on the database thread, on a connection kept across calls (feeds/db.py).
+
+    Not channels' database_sync_to_async: it closes the thread's connection before and after every
+    call when CONN_MAX_AGE is 0, so each socket opened one or more database connections (a quarter
+    of the server's time connecting 1000 sockets on SQLite, a backend fork each on PostgreSQL).
+    live_connection still replaces a connection that broke (or outlived a positive CONN_MAX_AGE)
+    and repeats the read once."""
+    return sync_to_async(live_connection(func), thread_sensitive=True)
+
+
+_access_get = _on_db_thread(socket_access_get)
+_watch_authorise = _on_db_thread(watch_request_authorise)
+
+
+def _session_key(scope) -> str:
+    """The session cookie, read as channels' CookieMiddleware reads it (the first Cookie header)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"cookie":
+            return parse_cookie(value.decode("latin1")).get(settings.SESSION_COOKIE_NAME, "")
+    return ""
 
 
 def _id_list(value) -> bool:
@@ -88,45 +116,63 @@ def _since(value) -> dict[str, Position] | None:
 
 
 class StreamConsumer(AsyncWebsocketConsumer):
+    """Authenticates the socket itself (project/asgi.py routes it without channels' session and auth
+    middleware): one database trip reads the session, the user and their teams, and the socket then
+    keeps plain values (user id, staff flag, session key, ids) rather than the session, the user's
+    model instance and three copies of the scope, for as long as it is open."""
+
     # No channel-layer inbox per socket: the process' hub writes to the socket's sink.
     channel_layer_alias = "tickerwire.no-layer"
     # Metrics (feeds/metrics.py): sockets open in this process, and forwarded frames sent or dropped.
     counted_open = False
     closing = False
     sink = None
+    user_id = None
+    # What the socket watches, as sorted tuples: a small set costs 216 bytes, a tuple of one id 48,
+    # and these live as long as the socket (issue 11; measured with bench/fanout.py).
+    watchlists = singles = instruments = audiences = ()
+    _tasks = ()
+    _access: asyncio.Lock | None = None
+    _access_users = 0
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated or not user.is_active:
+        # Re-validated on every revoke and ping: an open socket must not outlive its session.
+        self.session_key = _session_key(self.scope)
+        user_id, staff, audiences, _ = await _access_get(session_key=self.session_key)
+        if user_id is None:
             log.warning("websocket refused: not authenticated (client %s)", self.scope.get("client"))
             metrics.WEBSOCKET_CONNECTIONS.labels("refused").inc()
             await self.close()
             return
-        self.user = user
-        # Re-validated on every revoke and ping: an open socket must not outlive its session.
-        session = self.scope.get("session")
-        self.session_key = getattr(session, "session_key", None) or ""
-        self.session_digest = session_digest(session_key=self.session_key)
-        self.staff = user.is_staff
-        self.watchlists: set[int] = set()
-        self.singles: set[int] = set()  # instruments watched one by one (the instrument page)
-        self.instruments: set[int] = set()
-        self.audiences: set[str] = set()
-        self._access = asyncio.Lock()  # one access change at a time (watch requests, revokes, pings)
-        self._tasks: set[asyncio.Task] = set()
+        self.user_id, self.staff = user_id, staff
         await self.accept()
         self.counted_open = True
         metrics.WEBSOCKETS_OPEN.inc()
         metrics.WEBSOCKET_CONNECTIONS.labels("accepted").inc()
         self.hub = await get_hub()
-        writer = writer_for(self.scope, self.base_send, buffer_bytes=settings.LIVE_SOCKET_BUFFER_BYTES,
+        writer = writer_for(self.base_send, buffer_bytes=settings.LIVE_SOCKET_BUFFER_BYTES,
                             kernel_bytes=settings.LIVE_SOCKET_KERNEL_BUFFER_BYTES)
         self.sink = self.hub.sink(writer, on_control=self._control, on_lost=self._lost)
         try:
-            await self.hub.join(self.sink, [user_group(user.pk)] + ([feed_health_group()] if self.staff else []))
-            await self._apply_audiences()
+            await self.hub.join(self.sink, [user_group(user_id)] + ([feed_health_group()] if staff else []))
+            await self._apply_audiences(audiences)
         except HubUnavailable:
             await self.close(code=CLOSE_TRY_AGAIN)
+
+    async def dispatch(self, message) -> None:
+        # As AsyncConsumer.dispatch, without its close_old_connections() before every message: that
+        # is a trip to the database thread per connect, watch request and ping, for handlers that
+        # reach the database only through _on_db_thread, which looks after its connection itself.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message) -> None:
+        # As AsyncWebsocketConsumer's, without the channel-layer groups (there are none) and the
+        # close_old_connections() trip (see dispatch).
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     async def close(self, code=None, reason=None) -> None:
         self.closing = True
@@ -148,12 +194,28 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 self.counted_open = False
                 metrics.WEBSOCKETS_OPEN.dec()
 
+    @contextlib.asynccontextmanager
+    async def _access_change(self):
+        """One access change at a time (watch requests, revokes, pings). The lock exists only while
+        one is under way or waiting: kept, it cost an idle socket 350 bytes."""
+        if self._access is None:
+            self._access = asyncio.Lock()
+        lock = self._access
+        self._access_users += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._access_users -= 1
+            if not self._access_users:
+                self._access = None
+
     def _streams(self) -> list[str]:
         return sorted(instrument_group(i) for i in self.instruments) + sorted(audience_group(a) for a in self.audiences)
 
     def _leave_all_groups(self) -> None:
         self.hub.drop(self.sink)
-        self.instruments, self.audiences = set(), set()
+        self.instruments, self.audiences = (), ()
 
     # -- from the hub (plain callbacks: they must not block the fan-out) ---------------------------
     def _control(self, message: dict) -> None:
@@ -165,6 +227,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.ensure_future(coroutine)
+        if not self._tasks:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -184,33 +248,32 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         ended = message.get("ended_session") or ""
-        async with self._access:
-            if await self._recheck(session_ended=bool(ended) and ended == self.session_digest):
+        async with self._access_change():
+            if await self._recheck(session_ended=bool(ended) and ended == session_digest(session_key=self.session_key)):
                 await self._reply({"type": "revoked", "reason": message.get("reason") or ""})
 
     async def _recheck(self, *, session_ended: bool = False) -> bool:
         """Close the socket if its session no longer logs the user in; else make its groups match
         what the user may see now. False if closed."""
-        user, why = (None, "signed_out") if session_ended else await database_sync_to_async(session_user_get)(
-            session_key=self.session_key, user_id=self.user.pk)
-        if user is None:
+        user_id, staff, audiences, why = (None, False, (), "signed_out") if session_ended else (
+            await _access_get(session_key=self.session_key, user_id=self.user_id))
+        if user_id is None:
             await self._end_access(why)
             return False
-        self.user = user  # fresh: is_staff, is_active as they are now
-        if self.staff != user.is_staff:
-            if user.is_staff:
+        if self.staff != staff:  # fresh: is_staff as it is now
+            if staff:
                 await self.hub.join(self.sink, [feed_health_group()])
             else:
                 self.hub.leave(self.sink, [feed_health_group()])
-            self.staff = user.is_staff
-        await self._apply_audiences()
-        await self._apply_watch(self.watchlists, self.singles)
+            self.staff = staff
+        await self._apply_audiences(audiences)
+        await self._apply_watch(set(self.watchlists), set(self.singles))
         return True
 
     async def _end_access(self, why: str) -> None:
         """Leave every group first (nothing more reaches this socket), say why, then close."""
         code, reason = ACCESS_ENDED[why]
-        log.info("websocket user %s closed: %s", self.user.pk, why)
+        log.info("websocket user %s closed: %s", self.user_id, why)
         self._leave_all_groups()
         await self._reply({"type": "access_ended", "code": code, "reason": reason})
         await self.close(code=code, reason=reason)
@@ -223,7 +286,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self._error("bad_request", "send JSON text frames")
             return
         if len(text_data.encode("utf-8")) > MAX_MESSAGE_BYTES:
-            log.warning("websocket user %s: message over %d bytes refused", self.user.pk, MAX_MESSAGE_BYTES)
+            log.warning("websocket user %s: message over %d bytes refused", self.user_id, MAX_MESSAGE_BYTES)
             await self._error("too_large", f"messages are limited to {MAX_MESSAGE_BYTES} bytes")
             await self.close(code=CLOSE_TOO_BIG)
             return
@@ -240,7 +303,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self._error("unknown_type", "supported types: watch, ping")
             return
         try:
-            async with self._access:
+            async with self._access_change():
                 await handler(content)
         except HubUnavailable:
             await self.close(code=CLOSE_TRY_AGAIN)
@@ -267,11 +330,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
             refused_lists, refused_singles = await self._apply_watch(set(lists), set(singles))
             if refused_lists or refused_singles:
                 log.warning("websocket user %s: watch refused for watchlists %s instruments %s",
-                            self.user.pk, sorted(refused_lists), sorted(refused_singles))
+                            self.user_id, sorted(refused_lists), sorted(refused_singles))
                 await self._error("forbidden", f"not allowed: watchlists {sorted(refused_lists)}"
                                                f" instruments {sorted(refused_singles)}")
             streams = self._streams()
-            recoveries = await self.hub.live.read(streams, {s: p for s, p in since.items() if s in streams})
+            recoveries = await self.hub.read(streams, {s: p for s, p in since.items() if s in streams})
             answer = {}
             for stream, recovery in recoveries.items():
                 position = recovery.position
@@ -284,29 +347,31 @@ class StreamConsumer(AsyncWebsocketConsumer):
         except HubUnavailable:
             raise
         except Exception as exc:  # Redis failed between subscribe and read: the browser retries
-            log.warning("websocket user %s: watch failed (%s: %s)", self.user.pk, type(exc).__name__, exc)
+            log.warning("websocket user %s: watch failed (%s: %s)", self.user_id, type(exc).__name__, exc)
             raise HubUnavailable(str(exc)) from exc
         finally:
             self.sink.release(first, frames, upto)
 
     async def _apply_watch(self, lists: set[int], singles: set[int] = frozenset()) -> tuple[set[int], set[int]]:
         """Authorise the request now and make the socket's groups match. Returns the refused ids."""
-        allowed_instruments, refused_lists, refused_singles = await database_sync_to_async(watch_request_authorise)(
-            user=self.user, watchlist_ids=lists, instrument_ids=set(singles)
+        allowed_instruments, refused_lists, refused_singles = await _watch_authorise(
+            user_id=self.user_id, watchlist_ids=lists, instrument_ids=set(singles)
         )
-        self.hub.leave(self.sink, [instrument_group(gone) for gone in self.instruments - allowed_instruments])
-        await self.hub.join(self.sink, [instrument_group(new) for new in allowed_instruments - self.instruments])
-        self.watchlists = lists - refused_lists
-        self.singles = set(singles) - refused_singles
-        self.instruments = allowed_instruments
+        current = set(self.instruments)
+        self.hub.leave(self.sink, [instrument_group(gone) for gone in current - allowed_instruments])
+        await self.hub.join(self.sink, [instrument_group(new) for new in allowed_instruments - current])
+        self.watchlists = tuple(sorted(lists - refused_lists))
+        self.singles = tuple(sorted(set(singles) - refused_singles))
+        self.instruments = tuple(sorted(allowed_instruments))
         return refused_lists, refused_singles
 
-    async def _apply_audiences(self) -> None:
-        """Team alerts (e.g. TrendSpottr's) reach a socket through its user's teams' audiences."""
-        allowed = await database_sync_to_async(audiences_for_user)(user=self.user)
-        self.hub.leave(self.sink, [audience_group(gone) for gone in self.audiences - allowed])
-        await self.hub.join(self.sink, [audience_group(new) for new in allowed - self.audiences])
-        self.audiences = allowed
+    async def _apply_audiences(self, allowed: set[str]) -> None:
+        """Team alerts (e.g. TrendSpottr's) reach a socket through its user's teams' audiences
+        (socket_access_get's, read with the session)."""
+        allowed, current = set(allowed), set(self.audiences)
+        self.hub.leave(self.sink, [audience_group(gone) for gone in current - allowed])
+        await self.hub.join(self.sink, [audience_group(new) for new in allowed - current])
+        self.audiences = tuple(sorted(allowed))
 
     async def _reply(self, content: dict) -> None:
         await self._send_unless_gone(json.dumps(content))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 
 from feeds.groups import team_audience, user_audience
@@ -43,19 +45,74 @@ def watchlist_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> list[W
                 .prefetch_related(Prefetch("items", queryset=items)))
 
 
+# -- the browser socket's reads (dashboard/consumers.py) --------------------------------------------
+# Plain SQL, not the ORM: each runs once per socket opened and per watch request, 1000 sockets
+# reconnect at once after a restart, and building and compiling a query cost 150-450 µs of
+# Python on the 2-core test machine against 10-20 µs to run it (issue 11; measured with bench/fanout.py).
+# Table and column names come from the models, so a renamed table or column still matches.
+
+
+@functools.cache
+def _names() -> dict[str, str]:
+    """{"watchlist": its quoted table, "watchlist__team": its quoted table.column, ...}, once per process."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+    names = {}
+    for key, model in {"user": get_user_model(), "membership": Membership, "watchlist": Watchlist,
+                       "item": WatchlistItem}.items():
+        names[key] = quote(model._meta.db_table)
+        names[f"{key}__pk"] = f"{names[key]}.{quote(model._meta.pk.column)}"
+        for field in model._meta.concrete_fields:
+            names[f"{key}__{field.name}"] = f"{names[key]}.{quote(field.column)}"
+    return names
+
+
+def _sql(text: str, **placeholders: int) -> str:
+    """`text` with {model} and {model__field} as quoted names, and {name} as `n` parameter markers
+    for each `name=n` (an IN list of n ids)."""
+    return text.format_map({**_names(), **{k: ", ".join(["%s"] * n) for k, n in placeholders.items()}})
+
+
+def _team_ids(user_id: int, cursor) -> set[int]:
+    """The teams of an active user (none for an inactive one), now."""
+    cursor.execute(_sql("SELECT {membership__team} FROM {membership} INNER JOIN {user} ON {user__pk} = {membership__user}"
+                        " WHERE {membership__user} = %s AND {user__is_active} = %s"), [user_id, True])
+    return {team for (team,) in cursor.fetchall()}
+
+
 def watch_request_authorise(
-    *, user: AbstractBaseUser | AnonymousUser, watchlist_ids: set[int], instrument_ids: set[int] = frozenset()
+    *, user_id: int, watchlist_ids: set[int], instrument_ids: set[int] = frozenset()
 ) -> tuple[set[int], set[int], set[int]]:
     """Authorise a watch request: `(allowed_instrument_ids, refused_watchlists, refused_instruments)`.
 
     Watchlists must belong to the user's teams; single instruments (the instrument page) must be
-    on one of those teams' watchlists. Every id is checked against the user's current
-    memberships; an id that does not exist is refused exactly like one of another team.
+    on one of those teams' watchlists. Every id is checked against the user's memberships as they
+    are now, and an inactive user has none; an id that does not exist is refused exactly like one
+    of another team. Two queries (three with single instruments).
     """
-    teams = team_ids_for_user(user=user)
-    visible = set(Watchlist.objects.filter(id__in=watchlist_ids, team_id__in=teams).values_list("id", flat=True))
-    instruments = set(WatchlistItem.objects.filter(watchlist_id__in=visible).values_list("instrument_id", flat=True))
-    singles = instrument_ids_visible_to_user(user=user) & set(instrument_ids) if instrument_ids else set()
+    from django.db import connection
+
+    visible, instruments, singles = set(), set(), set()
+    with connection.cursor() as cursor:
+        teams = _team_ids(user_id, cursor)
+        if teams and watchlist_ids:
+            # An empty watchlist is one row with a NULL instrument (the outer join): visible, nothing to watch.
+            cursor.execute(_sql(
+                "SELECT {watchlist__pk}, {item__instrument} FROM {watchlist} LEFT OUTER JOIN {item}"
+                " ON {item__watchlist} = {watchlist__pk} WHERE {watchlist__pk} IN ({lists}) AND {watchlist__team} IN ({teams})",
+                lists=len(watchlist_ids), teams=len(teams)), [*watchlist_ids, *teams])
+            for watchlist, instrument in cursor.fetchall():
+                visible.add(watchlist)
+                if instrument is not None:
+                    instruments.add(instrument)
+        if teams and instrument_ids:
+            cursor.execute(_sql(
+                "SELECT DISTINCT {item__instrument} FROM {item} INNER JOIN {watchlist} ON {watchlist__pk} = {item__watchlist}"
+                " WHERE {item__instrument} IN ({singles}) AND {watchlist__team} IN ({teams})",
+                singles=len(instrument_ids), teams=len(teams)), [*instrument_ids, *teams])
+            singles = {instrument for (instrument,) in cursor.fetchall()}
     return instruments | singles, set(watchlist_ids) - visible, set(instrument_ids) - singles
 
 
@@ -151,15 +208,16 @@ def session_digest(*, session_key: str) -> str:
     return hashlib.sha256(session_key.encode()).hexdigest() if session_key else ""
 
 
-def session_user_get(*, session_key: str | None, user_id: int):
-    """Re-validate, now, the session a socket was opened with: `(user, "")` while it still logs
-    `user_id` in, else `(None, why)`, why being "signed_out", "deactivated" or "password_changed".
+def session_user_get(*, session_key: str | None, user_id: int | None = None):
+    """Validate, now, a socket's session: `(user, "")` while it logs a user in (`user_id`, when
+    given: the one the socket was opened for), else `(None, why)`, why being "signed_out",
+    "deactivated" or "password_changed". Two queries: the session row and the user.
 
-    The checks are django.contrib.auth.get_user's, done against a fresh load of the session row
-    (the socket's scope holds the copy read at connect): the session still exists and names this
-    user and an allowed backend, the user exists and is active, and the session's auth hash still
-    matches the password (HASH_SESSION_KEY; a password change ends every other session). Unlike
-    get_user it neither flushes nor rotates the session: it only reads.
+    The checks are django.contrib.auth.get_user's, done against a fresh load of the session row:
+    the session exists, is not expired and names a user and an allowed backend, the user exists and
+    is active, and the session's auth hash still matches the password (HASH_SESSION_KEY, with
+    SECRET_KEY_FALLBACKS' hashes as get_user accepts them; a password change ends every other
+    session). Unlike get_user it neither flushes nor rotates the session: it only reads.
     """
     from importlib import import_module
 
@@ -168,9 +226,16 @@ def session_user_get(*, session_key: str | None, user_id: int):
     from django.utils.crypto import constant_time_compare
 
     data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load() if session_key else {}
-    if str(data.get(SESSION_KEY)) != str(user_id) or data.get(BACKEND_SESSION_KEY) not in settings.AUTHENTICATION_BACKENDS:
+    named, backend = data.get(SESSION_KEY), data.get(BACKEND_SESSION_KEY)
+    if named is None or (user_id is not None and str(named) != str(user_id)) \
+            or backend not in settings.AUTHENTICATION_BACKENDS:
         return None, "signed_out"  # logged out, expired, flushed, or another user's session now
-    user = get_user_model()._default_manager.filter(pk=user_id).first()
+    model = get_user_model()
+    try:
+        pk = model._meta.pk.to_python(named)
+    except ValidationError:
+        return None, "signed_out"
+    user = model._default_manager.filter(pk=pk).first()
     if user is None or not getattr(user, "is_active", True):
         return None, "deactivated"
     stored = data.get(HASH_SESSION_KEY) or ""
@@ -178,6 +243,21 @@ def session_user_get(*, session_key: str | None, user_id: int):
     if not (stored and any(constant_time_compare(stored, h) for h in hashes)):
         return None, "password_changed"
     return user, ""
+
+
+def socket_access_get(*, session_key: str | None, user_id: int | None = None) -> tuple:
+    """What a browser socket may receive, decided at once: `(user_id, is_staff, audiences, "")`
+    while its session logs a user in (session_user_get's checks), else `(None, False, set(), why)`.
+    Three queries in one call, so opening a socket (and re-checking it on a ping) costs one trip to
+    the database thread, and the socket keeps plain values rather than the user's model instance."""
+    from django.db import connection
+
+    user, why = session_user_get(session_key=session_key, user_id=user_id)
+    if user is None:
+        return None, False, set(), why
+    with connection.cursor() as cursor:
+        teams = _team_ids(user.pk, cursor)
+    return user.pk, user.is_staff, _audiences(user=user, team_ids=teams), ""
 
 
 def instrument_search(*, query: str, limit: int = 20) -> list[dict]:

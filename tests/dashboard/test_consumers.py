@@ -52,6 +52,14 @@ async def test_anonymous_is_refused():
     assert not connected
 
 
+async def test_a_socket_on_another_path_is_refused():
+    *_, session = await sync_to_async(_setup)()
+    headers = [ORIGIN, (b"host", b"localhost"), (b"cookie", f"{settings.SESSION_COOKIE_NAME}={session}".encode())]
+    for path in ("/ws/stream/extra/", "/ws/other/", "/ws/stream"):
+        with pytest.raises(ValueError, match="No route found"):
+            await WebsocketCommunicator(application, path, headers=headers).connect(timeout=5)
+
+
 async def test_foreign_origin_is_refused():
     *_, session = await sync_to_async(_setup)()
     communicator, connected = await connect(session, origin=(b"origin", b"https://evil.example"))
@@ -222,7 +230,7 @@ async def test_a_frame_for_a_socket_the_browser_just_closed_is_a_counted_drop_no
     before = drops()
     hub = await get_hub()
     # As the consumer makes its sink (no Daphne protocol in this scope: the ASGI send is the way out).
-    sink = hub.sink(writer_for({}, consumer.base_send, buffer_bytes=settings.LIVE_SOCKET_BUFFER_BYTES))
+    sink = hub.sink(writer_for(consumer.base_send, buffer_bytes=settings.LIVE_SOCKET_BUFFER_BYTES))
     try:
         await hub.join(sink, [instrument_group(7002)])
         await publish_events([news(7002, "AAPL", "to-a-closed-socket")])

@@ -79,3 +79,18 @@ def test_probes_answer_over_plain_http_and_metrics_only_on_their_loopback_port(d
     for host in ("desk.example.com", f"10.0.0.5:{web_port}"):
         public = httpx.get(f"http://127.0.0.1:{web_port}/metrics", headers={"host": host})
         assert public.status_code in (301, 400, 404) and "tickerwire_" not in public.text
+
+
+def test_the_websocket_router_takes_only_parameterless_routes():
+    from django.core.exceptions import ImproperlyConfigured
+    from django.urls import path, re_path
+
+    from project.asgi import ExactPathRouter
+
+    async def consumer(scope, receive, send):
+        pass
+
+    assert ExactPathRouter([path("ws/stream/", consumer)]).routes == {"/ws/stream/": consumer}
+    for route in (path("ws/stream/<int:pk>/", consumer), re_path(r"^ws/stream/$", consumer)):
+        with pytest.raises(ImproperlyConfigured):
+            ExactPathRouter([route])
