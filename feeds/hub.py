@@ -23,6 +23,7 @@ import weakref
 from functools import cache
 
 from django.conf import settings
+from redis.exceptions import ResponseError  # a script refused for its input, not a lost connection
 
 from project.redisclient import RedisTarget, settings_redis_target
 
@@ -136,35 +137,53 @@ class Hub:
         return await future
 
     async def _read_positions(self) -> None:
-        while self._reads:
-            batch, streams, since, later = [], {}, {}, []
-            for request in self._reads:
-                wanted, asked, future = request
-                if future.done():  # its caller went away
-                    continue
-                if any(s in streams and since.get(s) != asked.get(s) for s in wanted):
-                    later.append(request)
-                    continue
-                for stream in wanted:
-                    streams[stream] = None
-                    if stream in asked:
-                        since[stream] = asked[stream]
-                batch.append(request)
-            self._reads = later
-            if not batch:
-                continue
+        try:
+            while self._reads:
+                batch, streams, since, later = [], {}, {}, []
+                for request in self._reads:
+                    wanted, asked, future = request
+                    if future.done():  # its caller went away
+                        continue
+                    if any(s in streams and since.get(s) != asked.get(s) for s in wanted):
+                        later.append(request)
+                        continue
+                    for stream in wanted:
+                        streams[stream] = None
+                        if stream in asked:
+                            since[stream] = asked[stream]
+                    batch.append(request)
+                self._reads = later
+                if batch:
+                    await self._read_batch(batch, list(streams), since)
+        finally:  # cancelled, or a bug: nobody may wait for a read that is not coming
+            for _, _, future in self._reads:
+                if not future.done():
+                    future.set_exception(HubUnavailable("position read abandoned"))
+            self._reads = []
+
+    async def _read_batch(self, batch: list, streams: list[str], since: dict) -> None:
+        try:
             try:
-                recoveries = await self.live.read(list(streams), since)
-            except BaseException as exc:  # each caller handles it as it handled its own read failing
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc if isinstance(exc, Exception) else HubUnavailable(repr(exc)))
-                if isinstance(exc, asyncio.CancelledError):
+                recoveries = await self.live.read(streams, since)
+            except ResponseError:
+                if len(batch) == 1:
                     raise
-                continue
+                # Redis refused the script for something a request asked (its own checks in
+                # dashboard/consumers.py should make that impossible): one bad request must not fail
+                # its neighbours, so each goes again alone.
+                for request in batch:
+                    wanted, asked, _ = request
+                    await self._read_batch([request], list(wanted), {s: asked[s] for s in wanted if s in asked})
+                return
             for wanted, _, future in batch:
                 if not future.done():
                     future.set_result({stream: recoveries[stream] for stream in wanted})
+        except BaseException as exc:  # each caller handles it as it handled its own read failing
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else HubUnavailable(repr(exc)))
+            if not isinstance(exc, Exception):
+                raise  # cancelled (or exiting): the finally above fails whoever still waits
 
     # -- subscription ---------------------------------------------------------------------
     async def _subscribe(self, streams: list[str]) -> None:

@@ -126,6 +126,45 @@ async def test_a_failed_position_read_fails_every_request_it_carried():
     assert [type(r) for r in results] == [ConnectionError, ConnectionError]
 
 
+async def test_a_read_redis_refuses_for_one_request_fails_that_request_only():
+    # A since past Redis' 64-bit stream ids makes the real script fail (the consumer refuses such a
+    # since before it gets here; this is the hub's own guard): its batch neighbours still get answers.
+    live = redis_live()
+    counting = CountingLive(live)
+    hub = Hub(live)
+    hub.live = counting
+    await live.publish([Outgoing("instrument.1", '{"n":1}'), Outgoing("instrument.2", '{"n":2}')])
+    epoch = (await live.read(["instrument.1"], {}))["instrument.1"].position.epoch
+    from feeds.livestore import Position
+
+    good, bad, other = await asyncio.gather(
+        hub.read(["instrument.1"], {}), hub.read(["instrument.2"], {"instrument.2": Position(epoch, 2**64)}),
+        hub.read(["instrument.2", "instrument.1"], {}), return_exceptions=True)
+    assert good["instrument.1"].position.seq == 1
+    assert other["instrument.2"].position.seq == 1
+    assert isinstance(bad, Exception) and "ID" in str(bad).upper()
+    assert len(counting.reads) == 4  # the batch, then each of its three requests alone
+
+
+async def test_a_cancelled_reader_fails_every_request_still_waiting_instead_of_leaving_it_hanging():
+    started = asyncio.Event()
+
+    class Stuck:
+        async def read(self, streams, since):
+            started.set()
+            await asyncio.Event().wait()  # never answers
+
+    hub = Hub(redis_live())
+    hub.live = Stuck()
+    first = asyncio.ensure_future(hub.read(["instrument.1"], {}))
+    await started.wait()
+    second = asyncio.ensure_future(hub.read(["instrument.2"], {}))  # queued behind the stuck read
+    await asyncio.sleep(0)
+    hub._reader_of_positions.cancel()
+    results = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 5)
+    assert [type(r) for r in results] == [HubUnavailable, HubUnavailable]
+
+
 async def test_a_revoke_reaches_the_users_sockets_as_a_control_message(settings):
     from feeds.hub import get_hub
 
