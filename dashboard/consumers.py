@@ -50,7 +50,7 @@ from feeds.hub import HubUnavailable, get_hub
 from feeds.livestore import Position
 from feeds.sinks import Frame, writer_for
 
-from .selectors import session_digest, socket_access_get, watch_request_authorise
+from .selectors import session_digest, socket_access_get, socket_audiences_get, watch_request_authorise
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ def _on_db_thread(func):
 
 
 _access_get = _on_db_thread(socket_access_get)
+_audiences_get = _on_db_thread(socket_audiences_get)
 _watch_authorise = _on_db_thread(watch_request_authorise)
 
 
@@ -109,7 +110,7 @@ def _since(value) -> dict[str, Position] | None:
     for stream, position in value.items():
         if not (isinstance(position, dict) and isinstance(position.get("epoch"), str)
                 and isinstance(position.get("seq"), int) and not isinstance(position.get("seq"), bool)
-                and position["seq"] >= 0 and len(position["epoch"]) <= 64):
+                and 0 <= position["seq"] < 2**63 and len(position["epoch"]) <= 64):  # Redis stream ids are 64-bit
             return None
         out[stream] = Position(position["epoch"], position["seq"])
     return out
@@ -138,7 +139,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         # Re-validated on every revoke and ping: an open socket must not outlive its session.
         self.session_key = _session_key(self.scope)
-        user_id, staff, audiences, _ = await _access_get(session_key=self.session_key)
+        user_id, staff, _, _ = await _access_get(session_key=self.session_key, audiences=False)
         if user_id is None:
             log.warning("websocket refused: not authenticated (client %s)", self.scope.get("client"))
             metrics.WEBSOCKET_CONNECTIONS.labels("refused").inc()
@@ -154,8 +155,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
                             kernel_bytes=settings.LIVE_SOCKET_KERNEL_BUFFER_BYTES)
         self.sink = self.hub.sink(writer, on_control=self._control, on_lost=self._lost)
         try:
-            await self.hub.join(self.sink, [user_group(user_id)] + ([feed_health_group()] if staff else []))
-            await self._apply_audiences(audiences)
+            async with self._access_change():  # a revoke arriving meanwhile waits for this to finish
+                await self.hub.join(self.sink, [user_group(user_id)] + ([feed_health_group()] if staff else []))
+                # The teams are read once the user's group is joined: a membership change made from
+                # now on reaches this socket as a revoke, and one made before is in what is read.
+                await self._apply_audiences(await _audiences_get(user_id=user_id))
         except HubUnavailable:
             await self.close(code=CLOSE_TRY_AGAIN)
 

@@ -222,7 +222,7 @@ def session_user_get(*, session_key: str | None, user_id: int | None = None):
     from importlib import import_module
 
     from django.conf import settings
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
     from django.utils.crypto import constant_time_compare
 
     data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load() if session_key else {}
@@ -230,12 +230,11 @@ def session_user_get(*, session_key: str | None, user_id: int | None = None):
     if named is None or (user_id is not None and str(named) != str(user_id)) \
             or backend not in settings.AUTHENTICATION_BACKENDS:
         return None, "signed_out"  # logged out, expired, flushed, or another user's session now
-    model = get_user_model()
     try:
-        pk = model._meta.pk.to_python(named)
+        pk = get_user_model()._meta.pk.to_python(named)
     except ValidationError:
         return None, "signed_out"
-    user = model._default_manager.filter(pk=pk).first()
+    user = load_backend(backend).get_user(pk)  # the backend's own rules (ModelBackend: exists and is active)
     if user is None or not getattr(user, "is_active", True):
         return None, "deactivated"
     stored = data.get(HASH_SESSION_KEY) or ""
@@ -245,19 +244,32 @@ def session_user_get(*, session_key: str | None, user_id: int | None = None):
     return user, ""
 
 
-def socket_access_get(*, session_key: str | None, user_id: int | None = None) -> tuple:
+def socket_access_get(*, session_key: str | None, user_id: int | None = None, audiences: bool = True) -> tuple:
     """What a browser socket may receive, decided at once: `(user_id, is_staff, audiences, "")`
     while its session logs a user in (session_user_get's checks), else `(None, False, set(), why)`.
-    Three queries in one call, so opening a socket (and re-checking it on a ping) costs one trip to
-    the database thread, and the socket keeps plain values rather than the user's model instance."""
+    Three queries in one call, so re-checking a socket on a revoke or a ping costs one trip to the
+    database thread, and the socket keeps plain values rather than the user's model instance.
+    `audiences=False` (opening a socket, before it joined its user's group) skips the teams."""
     from django.db import connection
 
     user, why = session_user_get(session_key=session_key, user_id=user_id)
     if user is None:
         return None, False, set(), why
+    if not audiences:
+        return user.pk, user.is_staff, set(), ""
     with connection.cursor() as cursor:
         teams = _team_ids(user.pk, cursor)
     return user.pk, user.is_staff, _audiences(user=user, team_ids=teams), ""
+
+
+def socket_audiences_get(*, user_id: int) -> set[str]:
+    """The alert audiences of a user the socket has just authenticated: their own, and their teams'
+    as they are now (none once inactive). One query."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        teams = _team_ids(user_id, cursor)
+    return {team_audience(team) for team in teams} | {user_audience(user_id)}
 
 
 def instrument_search(*, query: str, limit: int = 20) -> list[dict]:

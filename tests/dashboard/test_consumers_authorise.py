@@ -8,7 +8,7 @@ from django.conf import settings
 from django.test import Client
 
 from dashboard.models import Membership, Watchlist
-from dashboard.selectors import socket_access_get, watch_request_authorise
+from dashboard.selectors import socket_access_get, socket_audiences_get, watch_request_authorise
 from feeds.groups import team_audience, user_audience
 from tests.factories import team_with_watchlist, user
 
@@ -71,3 +71,39 @@ def test_socket_access_is_the_sessions_user_with_their_audiences_or_why_not():
     alice.is_active = False
     alice.save()
     assert socket_access_get(session_key=session)[3] == "deactivated"
+
+
+def test_opening_a_socket_reads_no_teams_and_its_audiences_are_read_after_the_join():
+    alice, carol = user("alice"), user("carol")
+    alpha = team_with_watchlist("Alpha", {alice: "owner"}, ["AAPL"])
+    assert socket_access_get(session_key=_session(alice), audiences=False) == (alice.pk, False, set(), "")
+    assert socket_audiences_get(user_id=alice.pk) == {team_audience(alpha.team_id), user_audience(alice.pk)}
+    assert socket_audiences_get(user_id=carol.pk) == {user_audience(carol.pk)}  # no team: their own only
+    Membership.objects.filter(user=alice).delete()
+    assert socket_audiences_get(user_id=alice.pk) == {user_audience(alice.pk)}
+
+
+def test_a_session_is_refused_as_get_user_would_refuse_it(settings):
+    from django.contrib.auth import BACKEND_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    alice = user("alice")
+
+    def tampered(**changes) -> str:
+        store = SessionStore(_session(alice))
+        store.update(changes)
+        store.save()
+        return store.session_key
+
+    assert socket_access_get(session_key=tampered(**{SESSION_KEY: "not-a-number"}))[3] == "signed_out"
+    assert socket_access_get(session_key=tampered(**{BACKEND_SESSION_KEY: "no.such.Backend"}))[3] == "signed_out"
+    # Signed with a key that is now a fallback: still valid, as get_user accepts it.
+    rotated, old_key = _session(alice), settings.SECRET_KEY
+    settings.SECRET_KEY_FALLBACKS = [old_key]
+    settings.SECRET_KEY = "a-brand-new-secret-key-for-this-test-only-0123456789"
+    assert socket_access_get(session_key=rotated)[0] == alice.pk
+    settings.SECRET_KEY_FALLBACKS = []  # dropped: the session no longer even decodes
+    assert socket_access_get(session_key=rotated) == (None, False, set(), "signed_out")
+    settings.SECRET_KEY_FALLBACKS = [old_key]
+    alice.delete()
+    assert socket_access_get(session_key=rotated) == (None, False, set(), "deactivated")  # a deleted user
