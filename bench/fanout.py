@@ -27,6 +27,8 @@ A configuration stops stepping at an N after two steps whose rounds were mostly 
     python bench/fanout.py                                   # N=100,1000; rates 1,5,20,50,100,200,...
     python bench/fanout.py --clients 1000 --rates 1,5,20 --duration 5 --rounds 2
     python bench/fanout.py --clients 1000 --processes 2      # also Tickerwire on 2 Daphne processes
+    python bench/fanout.py --clients 1000 --processes 2 --cpu-cap 0.4 --rates 10,20,30,40,50,60,80,100
+                                                             # 1 vs 2 processes, each capped at 0.4 CPU
 
 Loopback only; every process is started here, bounded in time, and stopped by pid in `finally`.
 Writes bench/results/fanout-<UTC>.json (or --out). Timings are printed, never asserted.
@@ -48,6 +50,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(BENCH), str(ROOT)]  # _common and fanout_*; the project (Django side, in subprocesses)
 from _common import raise_nofile_limit, utc_stamp, write_json  # noqa: E402
+import cpucap  # noqa: E402
 from fanout_django import prepare, publish  # noqa: E402
 from fanout_report import ROW_HEADER, format_row, print_summary, print_targets, summarize, targets  # noqa: E402
 from fanout_step import Config, Run, run_step  # noqa: E402
@@ -97,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="rounds per step, interleaved raw/tickerwire")
     parser.add_argument("--processes", type=int, default=1,
                         help="also run Tickerwire on this many Daphne processes (clients split between them)")
+    parser.add_argument("--cpu-cap", type=float, default=None,
+                        help="give every server process (raw too) this many CPUs of its own, in a cgroup "
+                             "(bench/cpucap.py): how --processes 2 compares with 1 on a machine too small to "
+                             "give each its own core")
     parser.add_argument("--servers", default="raw,tickerwire",
                         help="which to run: raw, tickerwire or both (the ratios need both)")
     parser.add_argument("--max-minutes", type=float, default=90, help="stop stepping after this long")
@@ -108,10 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     clients, rates = _numbers(args.clients, int), _numbers(args.rates)
     servers = {part.strip() for part in args.servers.split(",")}
-    configs = ([Config("raw", "raw")] if "raw" in servers else []) + (
-        [Config("tickerwire", "tickerwire")] if "tickerwire" in servers else [])
+    cap = args.cpu_cap
+    if cap is not None and not cpucap.available():
+        print("--cpu-cap needs a writable cgroup cpu controller (root, /sys/fs/cgroup)", file=sys.stderr)
+        return 2
+    configs = ([Config("raw", "raw", cpu_cap=cap)] if "raw" in servers else []) + (
+        [Config("tickerwire", "tickerwire", cpu_cap=cap)] if "tickerwire" in servers else [])
     if args.processes > 1 and "tickerwire" in servers:
-        configs.append(Config(f"tickerwire-{args.processes}p", "tickerwire", args.processes))
+        configs.append(Config(f"tickerwire-{args.processes}p", "tickerwire", args.processes, cpu_cap=cap))
     limit = raise_nofile_limit()
     if max(clients) + 256 > limit:
         print(f"open-files limit {limit} is too low for {max(clients)} sockets (ulimit -n)", file=sys.stderr)
@@ -128,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         run = Run(tmp, Path(args.root).resolve())
         result["prepared"] = {k: v for k, v in run.prepare().items() if k != "session_key"}
         print(f"event text {run.info['event_bytes']} bytes; steps of {args.duration:g} s; results -> {out}")
+        if cap is not None:
+            print(f"every server process capped at {cap:g} CPU: read the scaling ratio; absolute rates are "
+                  "the cap's, not this machine's")
         print(ROW_HEADER)
         deadline = time.monotonic() + 60 * args.max_minutes
         for n in clients:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from _common import (free_port, machine_cpu_seconds, proc_cpu_seconds, proc_peak_rss_kib, proc_rss_kib,
                      wait_healthy)
+from cpucap import CpuCap
 from fanout_report import verdict
 
 BENCH = Path(__file__).resolve().parent
@@ -96,6 +97,7 @@ class Config:
     name: str  # "raw", "tickerwire", "tickerwire-2p"
     kind: str  # "raw" or "tickerwire"
     processes: int = 1
+    cpu_cap: float | None = None  # CPUs each server process may use (bench/cpucap.py), None: uncapped
 
 
 class Run:
@@ -166,6 +168,7 @@ def run_step(run: Run, cfg: Config, clients: int, rate: float, duration: float, 
     db = logs / "db.sqlite3"
     info = run.info
     children: list[Child] = []
+    caps: list[CpuCap] = []
     rclient = redis.Redis.from_url(run.redis_url)
     try:
         env = run.django_env(db, prefix)
@@ -189,6 +192,11 @@ def run_step(run: Run, cfg: Config, clients: int, rate: float, duration: float, 
             for server, port in zip(servers, ports):
                 wait_healthy(port, server, 120)
         pids = [s.pid for s in servers]
+        if cfg.cpu_cap:
+            for pid in pids:  # each server process its own budget, as if it had its own machine share
+                caps.append(CpuCap(cfg.cpu_cap))
+                caps[-1].add(pid)
+            row["cpu_cap"] = cfg.cpu_cap
         rss_start = sum(proc_rss_kib(pid) for pid in pids)
         # Started now, so its imports overlap the clients' connecting.
         publisher = Child("publisher", [
@@ -224,6 +232,8 @@ def run_step(run: Run, cfg: Config, clients: int, rate: float, duration: float, 
         drained = client.expect("drained", drain_timeout + 30)
         wall = time.monotonic() - wall0
         server_cpu = sum(proc_cpu_seconds(pid) for pid in pids) - cpu0
+        if caps:  # a server that never waited for its budget was not the limit
+            row["cpu_throttled_seconds"] = round(sum(cap.throttled_seconds() for cap in caps), 3)
         client_cpu, redis_cpu1 = proc_cpu_seconds(client.pid) - client_cpu0, redis_cpu_seconds(rclient)
         machine1 = machine_cpu_seconds()
         row["rss_kib"]["peak"] = sum(proc_peak_rss_kib(pid) for pid in pids)
@@ -268,6 +278,8 @@ def run_step(run: Run, cfg: Config, clients: int, rate: float, duration: float, 
             except (OSError, subprocess.TimeoutExpired, ValueError):
                 pass
             child.stop()
+        for cap in caps:
+            cap.close()
         try:
             keys = list(rclient.scan_iter(match=f"{prefix}*", count=1000))
             if keys:
