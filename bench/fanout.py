@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         result["finished"] = utc_stamp()
         result["summary"] = summarize(rows, configs)
-        result["targets"] = targets(result["summary"])
+        result["targets"] = targets(result["summary"], capped=cap is not None)
         write_json(out, result)
         if args.keep_logs or failed:
             print(f"step logs kept in {tmp}", file=sys.stderr)

@@ -113,9 +113,10 @@ def summarize(rows: list[dict], configs: list[Config]) -> dict:
     return out
 
 
-def targets(summary: dict) -> dict:
+def targets(summary: dict, *, capped: bool = False) -> dict:
     """DESIGN.md 'Speed' at N=1000 (None when not measured): >= 30k msg/s at p99 <= 100 ms, CPU per message
-    within 6x raw, two processes >= 1.8x one."""
+    within 6x raw, two processes >= 1.8x one. `capped` (--cpu-cap): only the scaling ratio is judged; the
+    absolute rates are the cap's."""
     at = summary.get("1000")
     if not at or "tickerwire" not in at["configs"]:
         return {}
@@ -124,8 +125,8 @@ def targets(summary: dict) -> dict:
     best = _value(mine["best_msgs_per_s_p99_100ms_no_loss"]) or 0
     scaling = [v["best_msgs_per_s_no_backlog"] for v in at.get("scaling_vs_one_process", {}).values()
                if v["one_process_reached_its_ceiling"]]
-    return {"30k_msgs_per_s_p99_100ms": {"measured": best, "met": best >= 30000},
-            "cpu_per_msg_within_6x_raw": {"measured": ratio, "met": None if ratio is None else ratio <= 6},
+    return {"30k_msgs_per_s_p99_100ms": {"measured": best, "met": None if capped else best >= 30000},
+            "cpu_per_msg_within_6x_raw": {"measured": ratio, "met": None if ratio is None or capped else ratio <= 6},
             "two_processes_1_8x": {"measured": scaling[0] if scaling else None,
                                    "met": (scaling[0] >= 1.8) if scaling and scaling[0] is not None else None}}
 
