@@ -49,8 +49,39 @@ def instruments_resolve(*, provider: str, codes: Iterable[str]) -> dict[str, tup
     codes = set(codes)
     if field is None or not codes:
         return {}
-    rows = Instrument.objects.filter(**{f"{field}__in": codes}).values_list(field, "id", "symbol")
+    if connection.vendor == "postgresql":
+        # Every batch, so one array parameter rather than the ORM's `IN (%s, ...)`: a batch names up
+        # to hundreds of codes, psycopg re-converts (uncached) a query of over 50 parameters, and the
+        # ORM compiles it again each time.
+        with connection.cursor() as cursor:
+            cursor.execute(_resolve_sql(field), [sorted(codes)])
+            rows = cursor.fetchall()
+    else:
+        rows = Instrument.objects.filter(**{f"{field}__in": codes}).values_list(field, "id", "symbol")
     return {code: (pk, symbol) for code, pk, symbol in rows}
+
+
+@functools.cache
+def _resolve_sql(field: str) -> str:
+    quote, meta = connection.ops.quote_name, Instrument._meta
+    column = quote(meta.get_field(field).column)
+    return (f"SELECT {column}, {quote(meta.pk.column)}, {quote(meta.get_field('symbol').column)} "
+            f"FROM {quote(meta.db_table)} WHERE {column} = ANY(%s)")
+
+
+def _latest_quotes(events: list[ev.Event]) -> list[ev.Event]:
+    """`events` with each quote superseded in the batch (same provider and code) dropped, its values
+    kept where the newer one has none: only the latest is stored and published (`_store_quotes`),
+    and a price flood is mostly superseded quotes, each of which resolving would copy."""
+    latest: dict[tuple[str, str], ev.Quote] = {}
+    others = []
+    for event in events:
+        if type(event) is ev.Quote:
+            key = (event.provider, event.code)
+            latest[key] = _fill_nulls(event, latest[key]) if key in latest else event
+        else:
+            others.append(event)
+    return [*others, *latest.values()] if latest else events
 
 
 def _resolve(events: list[ev.Event]) -> list[ev.Event]:
@@ -402,7 +433,7 @@ def events_store(*, events: list[ev.Event], fence: Callable[[], None] | None = N
     order: a stream cursor is committed with them (see `_store_crowd_posts`). `fence`, called
     first inside the transaction, raises when this worker may no longer write (feeds/lease.py)."""
     by_type: dict[type, list] = defaultdict(list)
-    for event in _resolve(events):
+    for event in _resolve(_latest_quotes(events)):
         by_type[type(event)].append(event)
     new: list[ev.Event] = []
     with transaction.atomic():

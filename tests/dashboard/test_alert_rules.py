@@ -81,6 +81,22 @@ def test_a_flapping_price_fires_once_per_cool_down_for_the_rules_team_only():
 
 
 @pytest.mark.django_db
+def test_a_rule_covers_its_own_instrument_or_else_its_watchlists_and_only_while_enabled():
+    alice = user("alice")
+    alpha = team_with_watchlist("Alpha", {alice: "owner"}, ["AAPL", "MSFT"])
+    other = team_with_watchlist("Other", {alice: "viewer"}, ["XOM"])
+    aapl, msft = (item.instrument_id for item in alpha.items.order_by("position"))
+    xom = other.items.get().instrument_id
+    on_list = AlertRule.objects.create(team=alpha.team, watchlist=alpha, kind="price_above", threshold=1)
+    on_one = AlertRule.objects.create(team=alpha.team, watchlist=alpha, instrument_id=xom, kind="price_below",
+                                      threshold=1)  # its instrument decides, not its list
+    AlertRule.objects.create(team=alpha.team, instrument_id=aapl, kind="price_above", threshold=2, enabled=False)
+    rules = alert_rules._rules_for({aapl, msft, xom, 999_999})
+    assert {i: [r.pk for r in found] for i, found in rules.items()} == {
+        aapl: [on_list.pk], msft: [on_list.pk], xom: [on_one.pk], 999_999: []}
+
+
+@pytest.mark.django_db
 def test_a_volume_spike_is_measured_against_the_stored_recent_average():
     alice = user("alice")
     alpha = team_with_watchlist("Alpha", {alice: "owner"}, ["AAPL"])
