@@ -240,10 +240,9 @@ def _store_quotes(quotes: list[ev.Quote]) -> list[ev.Event]:
     # A null field (InsightSentry: "every field except code may be null") means "not sent", never
     # "erase": it keeps the value known from this batch or the stored row, in the row and the push.
     # Read-then-write is safe: one worker per provider account writes that provider's quotes.
-    latest: dict[tuple, ev.Quote] = {}
-    for quote in quotes:
-        key = (quote.instrument_id, quote.provider)
-        latest[key] = _fill_nulls(quote, latest[key]) if key in latest else quote
+    # Superseded quotes went before resolving (`_latest_quotes`, nulls filled from them); an
+    # instrument has one code per provider, so one quote per (instrument, provider) is left.
+    latest = {(quote.instrument_id, quote.provider): quote for quote in quotes}
     if connection.vendor == "postgresql":
         # One statement: the database fills the nulls from the stored row and says what it kept.
         rows = [(q.instrument_id, q.provider, *(getattr(q, f) for f in _QUOTE_COLUMNS[2:])) for q in latest.values()]
