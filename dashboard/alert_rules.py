@@ -9,7 +9,6 @@ fires once per cool-down, per instrument), and turns firings into stored, publis
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -23,7 +22,8 @@ from feeds.groups import team_audience, user_audience
 from feeds.models import SentimentSample
 from feeds.store import events_store
 
-from .models import AlertRule, RuleKind, WatchlistItem
+from .models import AlertRule, RuleKind
+from .rawsql import sql
 
 __all__ = ["RuleSpec", "rule_fires", "cooled_down", "rule_alert_id", "alert_rules_evaluate"]
 
@@ -111,17 +111,13 @@ def _covering(instrument_ids: set[int]) -> list[tuple[int, int]]:
                   .values_list("id", "watchlist__items__instrument_id"))
         return [*direct, *listed]
     with connection.cursor() as cursor:
-        cursor.execute(_covering_sql(), [ids, ids])
+        cursor.execute(sql(_COVERING), [ids, ids])
         return cursor.fetchall()
 
 
-@functools.cache
-def _covering_sql() -> str:
-    quote = connection.ops.quote_name
-    rule, item = quote(AlertRule._meta.db_table), quote(WatchlistItem._meta.db_table)
-    return (f"SELECT r.id, r.instrument_id FROM {rule} r WHERE r.enabled AND r.instrument_id = ANY(%s) "
-            f"UNION ALL SELECT r.id, i.instrument_id FROM {rule} r JOIN {item} i ON i.watchlist_id = r.watchlist_id "
-            f"WHERE r.enabled AND r.instrument_id IS NULL AND i.instrument_id = ANY(%s)")
+_COVERING = ("SELECT {rule__pk}, {rule__instrument} FROM {rule} WHERE {rule__enabled} AND {rule__instrument} = ANY(%s) "
+             "UNION ALL SELECT {rule__pk}, {item__instrument} FROM {rule} INNER JOIN {item} ON {item__watchlist} = {rule__watchlist} "
+             "WHERE {rule__enabled} AND {rule__instrument} IS NULL AND {item__instrument} = ANY(%s)")
 
 
 def _rules_for(instrument_ids: set[int]) -> dict[int, list[AlertRule]]:

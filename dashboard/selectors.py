@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Iterable
 
@@ -14,6 +13,7 @@ from feeds.groups import team_audience, user_audience
 from feeds.selectors import BOARD_ALERT_KEYS, alert_messages_for, instrument_detail, market_snapshot_for_instruments
 
 from .models import Membership, Watchlist, WatchlistItem
+from .rawsql import sql
 
 
 def team_roles_for_user(*, user: AbstractBaseUser | AnonymousUser) -> dict[int, str]:
@@ -49,35 +49,12 @@ def watchlist_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> list[W
 # Plain SQL, not the ORM: each runs once per socket opened and per watch request, 1000 sockets
 # reconnect at once after a restart, and building and compiling a query cost 150-450 µs of
 # Python on the 2-core test machine against 10-20 µs to run it (issue 11; measured with bench/fanout.py).
-# Table and column names come from the models, so a renamed table or column still matches.
-
-
-@functools.cache
-def _names() -> dict[str, str]:
-    """{"watchlist": its quoted table, "watchlist__team": its quoted table.column, ...}, once per process."""
-    from django.contrib.auth import get_user_model
-    from django.db import connection
-
-    quote = connection.ops.quote_name
-    names = {}
-    for key, model in {"user": get_user_model(), "membership": Membership, "watchlist": Watchlist,
-                       "item": WatchlistItem}.items():
-        names[key] = quote(model._meta.db_table)
-        names[f"{key}__pk"] = f"{names[key]}.{quote(model._meta.pk.column)}"
-        for field in model._meta.concrete_fields:
-            names[f"{key}__{field.name}"] = f"{names[key]}.{quote(field.column)}"
-    return names
-
-
-def _sql(text: str, **placeholders: int) -> str:
-    """`text` with {model} and {model__field} as quoted names, and {name} as `n` parameter markers
-    for each `name=n` (an IN list of n ids)."""
-    return text.format_map({**_names(), **{k: ", ".join(["%s"] * n) for k, n in placeholders.items()}})
+# Table and column names come from the models (dashboard/rawsql.py).
 
 
 def _team_ids(user_id: int, cursor) -> set[int]:
     """The teams of an active user (none for an inactive one), now."""
-    cursor.execute(_sql("SELECT {membership__team} FROM {membership} INNER JOIN {user} ON {user__pk} = {membership__user}"
+    cursor.execute(sql("SELECT {membership__team} FROM {membership} INNER JOIN {user} ON {user__pk} = {membership__user}"
                         " WHERE {membership__user} = %s AND {user__is_active} = %s"), [user_id, True])
     return {team for (team,) in cursor.fetchall()}
 
@@ -99,7 +76,7 @@ def watch_request_authorise(
         teams = _team_ids(user_id, cursor)
         if teams and watchlist_ids:
             # An empty watchlist is one row with a NULL instrument (the outer join): visible, nothing to watch.
-            cursor.execute(_sql(
+            cursor.execute(sql(
                 "SELECT {watchlist__pk}, {item__instrument} FROM {watchlist} LEFT OUTER JOIN {item}"
                 " ON {item__watchlist} = {watchlist__pk} WHERE {watchlist__pk} IN ({lists}) AND {watchlist__team} IN ({teams})",
                 lists=len(watchlist_ids), teams=len(teams)), [*watchlist_ids, *teams])
@@ -108,7 +85,7 @@ def watch_request_authorise(
                 if instrument is not None:
                     instruments.add(instrument)
         if teams and instrument_ids:
-            cursor.execute(_sql(
+            cursor.execute(sql(
                 "SELECT DISTINCT {item__instrument} FROM {item} INNER JOIN {watchlist} ON {watchlist__pk} = {item__watchlist}"
                 " WHERE {item__instrument} IN ({singles}) AND {watchlist__team} IN ({teams})",
                 singles=len(instrument_ids), teams=len(teams)), [*instrument_ids, *teams])
@@ -250,16 +227,10 @@ def socket_access_get(*, session_key: str | None, user_id: int | None = None, au
     Three queries in one call, so re-checking a socket on a revoke or a ping costs one trip to the
     database thread, and the socket keeps plain values rather than the user's model instance.
     `audiences=False` (opening a socket, before it joined its user's group) skips the teams."""
-    from django.db import connection
-
     user, why = session_user_get(session_key=session_key, user_id=user_id)
     if user is None:
         return None, False, set(), why
-    if not audiences:
-        return user.pk, user.is_staff, set(), ""
-    with connection.cursor() as cursor:
-        teams = _team_ids(user.pk, cursor)
-    return user.pk, user.is_staff, _audiences(user=user, team_ids=teams), ""
+    return user.pk, user.is_staff, socket_audiences_get(user_id=user.pk) if audiences else set(), ""
 
 
 def socket_audiences_get(*, user_id: int) -> set[str]:
