@@ -118,7 +118,8 @@ def _since(value) -> dict[str, Position] | None:
 
 class StreamConsumer(AsyncWebsocketConsumer):
     """Authenticates the socket itself (project/asgi.py routes it without channels' session and auth
-    middleware): one database trip reads the session, the user and their teams, and the socket then
+    middleware): one database trip reads the session and the user, a second (once it has joined the
+    user's group, so no membership change is missed) the user's teams, and the socket then
     keeps plain values (user id, staff flag, session key, ids) rather than the session, the user's
     model instance and three copies of the scope, for as long as it is open."""
 

@@ -1,9 +1,8 @@
 """ASGI entry point: HTTP goes to Django, WebSockets through the origin check to their consumer.
 
 The one WebSocket consumer (dashboard.consumers.StreamConsumer) authenticates each socket itself,
-from the session cookie, in the same database trip that reads the user's teams. channels'
-AuthMiddlewareStack is not used: it cost two more trips per socket (the session and the user,
-then the consumer's own reads) and kept a session object, a user instance and three copies of
+from the session cookie, in one database trip (the session and the user). channels'
+AuthMiddlewareStack is not used: it cost a trip of its own per socket before the consumer's, and kept a session object, a user instance and three copies of
 the scope alive for every open socket (issue 11; measured with bench/fanout.py).
 """
 
