@@ -12,7 +12,7 @@ import pytest
 
 from feeds.broadcast import publish_revoke
 from feeds.hub import Hub, HubUnavailable
-from feeds.livestore import Outgoing, RedisLive
+from feeds.livestore import Outgoing, Position, RedisLive
 from feeds.sinks import Frame
 from project.redisclient import redis_target
 from tests.feeds.test_livestore import redis_live
@@ -72,12 +72,20 @@ class CountingLive:
         return await self.live.read(streams, since)
 
 
-async def test_position_reads_asked_meanwhile_share_one_round_trip_each_getting_its_own_streams():
+async def counted_hub(*published: Outgoing) -> tuple[Hub, CountingLive, str]:
+    """A hub whose position reads go through a counter (subscriptions are not involved), after
+    `published` went out; and the streams' epoch."""
     live = redis_live()
     counting = CountingLive(live)
     hub = Hub(live)
-    hub.live = counting  # the hub's reads go through the counter; subscriptions are not involved here
-    await live.publish([Outgoing("instrument.1", '{"n":1}'), Outgoing("instrument.2", '{"n":2}')])
+    hub.live = counting
+    await live.publish(list(published))
+    epoch = (await live.read([published[0].stream], {}))[published[0].stream].position.epoch
+    return hub, counting, epoch
+
+
+async def test_position_reads_asked_meanwhile_share_one_round_trip_each_getting_its_own_streams():
+    hub, counting, _ = await counted_hub(Outgoing("instrument.1", '{"n":1}'), Outgoing("instrument.2", '{"n":2}'))
     asks = [["instrument.1"], ["instrument.2"], ["instrument.1", "instrument.2"]] * 10
     answers = await asyncio.gather(*(hub.read(streams, {}) for streams in asks))
     # All thirty were asked before the reader's first turn: one round trip, each stream once.
@@ -97,14 +105,7 @@ async def test_position_reads_asked_meanwhile_share_one_round_trip_each_getting_
 
 
 async def test_a_stream_asked_with_different_since_goes_in_separate_reads_and_each_gets_its_history():
-    live = redis_live()
-    counting = CountingLive(live)
-    hub = Hub(live)
-    hub.live = counting
-    await live.publish([Outgoing("instrument.1", '{"n":1}'), Outgoing("instrument.1", '{"n":2}')])
-    epoch = (await live.read(["instrument.1"], {}))["instrument.1"].position.epoch
-    from feeds.livestore import Position
-
+    hub, counting, epoch = await counted_hub(Outgoing("instrument.1", '{"n":1}'), Outgoing("instrument.1", '{"n":2}'))
     fresh, from_one, from_zero = await asyncio.gather(
         hub.read(["instrument.1"], {}), hub.read(["instrument.1"], {"instrument.1": Position(epoch, 1)}),
         hub.read(["instrument.1"], {"instrument.1": Position(epoch, 0)}))
@@ -129,14 +130,7 @@ async def test_a_failed_position_read_fails_every_request_it_carried():
 async def test_a_read_redis_refuses_for_one_request_fails_that_request_only():
     # A since past Redis' 64-bit stream ids makes the real script fail (the consumer refuses such a
     # since before it gets here; this is the hub's own guard): its batch neighbours still get answers.
-    live = redis_live()
-    counting = CountingLive(live)
-    hub = Hub(live)
-    hub.live = counting
-    await live.publish([Outgoing("instrument.1", '{"n":1}'), Outgoing("instrument.2", '{"n":2}')])
-    epoch = (await live.read(["instrument.1"], {}))["instrument.1"].position.epoch
-    from feeds.livestore import Position
-
+    hub, counting, epoch = await counted_hub(Outgoing("instrument.1", '{"n":1}'), Outgoing("instrument.2", '{"n":2}'))
     good, bad, other = await asyncio.gather(
         hub.read(["instrument.1"], {}), hub.read(["instrument.2"], {"instrument.2": Position(epoch, 2**64)}),
         hub.read(["instrument.2", "instrument.1"], {}), return_exceptions=True)
