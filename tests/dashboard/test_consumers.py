@@ -239,3 +239,39 @@ async def test_a_frame_for_a_socket_the_browser_just_closed_is_a_counted_drop_no
         hub.drop(sink)
     await consumer._reply({"type": "pong"})
     assert drops() == before + 2
+
+
+def _backend_pid() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def _terminate(pid: int) -> None:  # from another thread, so on another connection
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+async def test_sockets_still_open_after_postgresql_dropped_the_servers_kept_connection():
+    # The consumer keeps its database connection across sockets (whatever CONN_MAX_AGE says); a
+    # PostgreSQL restart, a failover or an idle timeout kills it under an idle server.
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: pg_terminate_backend")
+    alice, alpha, beta, session = await sync_to_async(_setup)()
+    communicator, connected = await connect(session)
+    assert connected
+    await communicator.disconnect()
+    kept = await sync_to_async(_backend_pid, thread_sensitive=True)()  # the thread the consumer reads on
+    await sync_to_async(_terminate, thread_sensitive=False)(kept)
+    communicator, connected = await connect(session)
+    assert connected
+    await communicator.send_json_to({"type": "watch", "watchlists": [alpha.id]})
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "watching"
+    assert await sync_to_async(_backend_pid, thread_sensitive=True)() != kept  # a new connection
+    await communicator.disconnect()
